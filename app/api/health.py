@@ -1,0 +1,42 @@
+"""Liveness and dependency health, in the seed tutorial's shape."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from app import health
+from app.resources import Resources, get_resources
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process is up and serving; touches no dependency."""
+    return {"status": "alive"}
+
+
+@router.get("/health", responses={503: {"description": "A dependency is unreachable"}})
+async def health_check(res: Annotated[Resources, Depends(get_resources)]) -> JSONResponse:
+    """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
+    timeout = res.settings.health_timeout_seconds
+    reasons = await health.check_all(
+        health.ping_mongodb(res.mongo),
+        health.ping_redis(res.redis),
+        health.ping_rabbitmq(res.settings.broker_url.get_secret_value(), timeout),
+        timeout,
+    )
+    healthy = all(reason is None for reason in reasons.values())
+    body: dict[str, Any] = {
+        "status": "healthy" if healthy else "unhealthy",
+        "services": {
+            name: "connected" if reason is None else "disconnected"
+            for name, reason in reasons.items()
+        },
+    }
+    if not healthy:
+        body["errors"] = {name: reason for name, reason in reasons.items() if reason}
+    return JSONResponse(body, status_code=200 if healthy else 503)

@@ -1,0 +1,68 @@
+"""Items: synchronous CRUD on MongoDB."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+
+from app.items import ItemRepository
+from app.resources import Resources, get_resources
+from app.schemas import ErrorBody, Item, ItemCreate, ItemPage, ItemUpdate
+
+Responses = dict[int | str, dict[str, Any]]
+router = APIRouter(prefix="/api/items", tags=["items"])
+NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No item has this id"}}
+
+
+def repository(res: Annotated[Resources, Depends(get_resources)]) -> ItemRepository:
+    return res.items
+
+
+Items = Annotated[ItemRepository, Depends(repository)]
+
+
+def _not_found(item_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"item {item_id!r} not found")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_item(body: ItemCreate, items: Items) -> Item:
+    return await items.create(body)
+
+
+@router.get("")
+async def list_items(
+    items: Items,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    name_prefix: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> ItemPage:
+    """Newest first."""
+    try:
+        return await items.list(limit=limit, cursor=cursor, name_prefix=name_prefix)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+@router.get("/{item_id}", responses=NOT_FOUND)
+async def get_item(item_id: str, items: Items) -> Item:
+    item = await items.get(item_id)
+    if item is None:
+        raise _not_found(item_id)
+    return item
+
+
+@router.patch("/{item_id}", responses=NOT_FOUND)
+async def update_item(item_id: str, body: ItemUpdate, items: Items) -> Item:
+    item = await items.update(item_id, body)
+    if item is None:
+        raise _not_found(item_id)
+    return item
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+async def delete_item(item_id: str, items: Items) -> Response:
+    if not await items.delete(item_id):
+        raise _not_found(item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,59 @@
+"""MongoDB clients and indexes: the async client for the API, the sync one for workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
+
+from app.settings import Settings
+
+ITEMS = "items"
+TASK_RESULTS = "task_results"
+
+INDEXES: dict[str, list[IndexModel]] = {
+    ITEMS: [
+        # Imports upsert by external id; API-created items have none.
+        IndexModel(
+            [("external_id", ASCENDING)],
+            name="external_id_unique",
+            unique=True,
+            partialFilterExpression={"external_id": {"$exists": True}},
+        ),
+        # Name-prefix listing, newest first.
+        IndexModel([("name", ASCENDING), ("_id", DESCENDING)], name="name_newest"),
+    ],
+    TASK_RESULTS: [IndexModel([("finished_at", DESCENDING)], name="finished_newest")],
+}
+
+
+def _client_options(settings: Settings) -> dict[str, Any]:
+    timeout = settings.mongodb_timeout_ms
+    return {
+        "serverSelectionTimeoutMS": timeout,
+        "connectTimeoutMS": timeout,
+        "socketTimeoutMS": max(timeout * 5, 10_000),
+        "tz_aware": True,
+        "appname": "queuesvc",
+    }
+
+
+def async_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(settings.mongodb_uri.get_secret_value(), **_client_options(settings))
+
+
+def sync_client(settings: Settings) -> MongoClient[dict[str, Any]]:
+    return MongoClient(settings.mongodb_uri.get_secret_value(), **_client_options(settings))
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    """Create the indexes; a no-op when they already exist."""
+    for collection, models in INDEXES.items():
+        await db[collection].create_indexes(models)
+
+
+def ensure_indexes_sync(db: Database[dict[str, Any]]) -> None:
+    for collection, models in INDEXES.items():
+        db[collection].create_indexes(models)

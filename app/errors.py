@@ -1,0 +1,53 @@
+"""Every error answers JSON with a `detail`; dependency outages are 503, not 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, PyMongoError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.publisher import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _json(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+async def mongodb_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("MongoDB unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _json(503, "MongoDB is unavailable; try again shortly")
+
+
+async def mongodb_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("MongoDB error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, "database error")
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _json(503, "the task status store (Redis) is unavailable; try again shortly")
+
+
+async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("broker unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _json(503, "the task queue (RabbitMQ) is unavailable; the task was not accepted")
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ConnectionFailure, mongodb_unavailable)
+    app.add_exception_handler(PyMongoError, mongodb_error)
+    app.add_exception_handler(RedisConnectionError, redis_unavailable)
+    app.add_exception_handler(RedisTimeoutError, redis_unavailable)
+    app.add_exception_handler(BrokerUnavailable, broker_unavailable)
+    app.add_exception_handler(Exception, unexpected)

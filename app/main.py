@@ -1,0 +1,113 @@
+"""The FastAPI application factory: `gunicorn 'app.main:create_app()'`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Response
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from app import __version__, db, errors, metrics
+from app.api import health, items, tasks
+from app.celery_app import celery_app
+from app.content_type import FormBodyAsJson
+from app.items import ItemRepository
+from app.limits import BodySizeLimit
+from app.publisher import TaskPublisher
+from app.resources import Resources
+from app.settings import Settings, get_settings
+from app.status import AsyncStatusStore
+
+log = logging.getLogger(__name__)
+INDEX_RETRY_SECONDS = 5.0
+# Multipart framing around an uploaded CSV file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+async def _ensure_indexes(database: AsyncDatabase[dict[str, Any]]) -> None:
+    """Create indexes, retrying in the background while MongoDB is unreachable."""
+    while True:
+        try:
+            await db.ensure_indexes(database)
+            log.info("MongoDB indexes in place")
+            return
+        except PyMongoError as exc:
+            log.warning("cannot create MongoDB indexes yet (%s); retrying", exc)
+            await asyncio.sleep(INDEX_RETRY_SECONDS)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mongo = db.async_client(settings)
+        database = mongo[settings.mongodb_database]
+        redis_client = aioredis.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            decode_responses=True,
+            socket_connect_timeout=1,
+            socket_timeout=2,
+            health_check_interval=30,
+        )
+        status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
+        publisher = TaskPublisher(
+            celery_app,
+            status_store,
+            threads=settings.publish_threads,
+            max_retries=settings.publish_max_retries,
+        )
+        app.state.resources = Resources(
+            settings=settings,
+            mongo=mongo,
+            database=database,
+            redis=redis_client,
+            status=status_store,
+            publisher=publisher,
+            items=ItemRepository(database[db.ITEMS]),
+        )
+        indexes = asyncio.create_task(_ensure_indexes(database))
+        try:
+            yield
+        finally:
+            indexes.cancel()
+            with suppress(asyncio.CancelledError):
+                await indexes
+            publisher.close()
+            await redis_client.aclose()
+            await mongo.close()
+
+    app = FastAPI(
+        title="queuesvc",
+        version=__version__,
+        description="Fast CRUD on MongoDB; heavy work queued to Celery workers via RabbitMQ.",
+        lifespan=lifespan,
+        strict_content_type=False,  # a body without a content type is read as JSON
+    )
+    app.include_router(health.router)
+    app.include_router(items.router)
+    app.include_router(tasks.router)
+    errors.install(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(
+        BodySizeLimit,
+        default_limit=settings.max_body_bytes,
+        limits={"/api/async/import": settings.import_max_bytes + MULTIPART_OVERHEAD},
+    )
+    app.add_middleware(FormBodyAsJson)
+    app.add_middleware(metrics.MetricsMiddleware)
+    return app

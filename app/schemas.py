@@ -1,0 +1,104 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class StrictBody(BaseModel):
+    """Request bodies reject fields they do not know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemCreate(StrictBody):
+    name: Name
+    description: Description | None = None
+
+
+class ItemUpdate(StrictBody):
+    name: Name | None = None
+    description: Description | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ItemUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of: name, description")
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        return self
+
+
+class Item(BaseModel):
+    id: str
+    name: str
+    description: str | None = None
+    external_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemPage(BaseModel):
+    items: list[Item]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class ProcessRequest(StrictBody):
+    data: str = Field(max_length=100_000)
+    iterations: int = Field(ge=1, le=10_000)
+
+
+class TaskState(StrEnum):
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    RETRY = "RETRY"
+    REVOKED = "REVOKED"
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED})
+
+
+class TaskSubmitted(BaseModel):
+    task_id: str
+    status: TaskState = TaskState.PENDING
+
+
+class Progress(BaseModel):
+    current: int
+    total: int
+    progress: int = Field(description="Percent done, 0..100.")
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    name: str | None = None
+    status: TaskState
+    progress: Progress
+    retries: int = 0
+    result: Any | None = None
+    error: str | None = None
+
+
+class TaskResult(BaseModel):
+    task_id: str
+    name: str | None = None
+    status: TaskState
+    result: Any | None = None
+    error: str | None = None
+    finished_at: datetime
+
+
+class ErrorBody(BaseModel):
+    detail: Any

@@ -1,0 +1,113 @@
+"""Configuration from the environment (prefix ``APP_``), validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Passwords that mark a value as "not configured yet". Production refuses them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "change-me",
+        "changeme",
+        "change_me",
+        "password",
+        "secret",
+        "guest",
+        "admin",
+        "example",
+        "placeholder",
+        "todo",
+    }
+)
+
+
+def uri_password(uri: str) -> str:
+    """The password embedded in a service URI ('' when there is none)."""
+    return urlsplit(uri).password or ""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see .env.example for documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "production"
+    log_level: str = "INFO"
+
+    # Connection URIs carry credentials, so they are secrets (never logged).
+    mongodb_uri: SecretStr = SecretStr(
+        "mongodb://queuesvc:change-me@127.0.0.1:27017/queuesvc"
+        "?authSource=admin&authMechanism=SCRAM-SHA-256"
+    )
+    mongodb_database: str = Field(default="queuesvc", min_length=1)
+    mongodb_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
+    redis_url: SecretStr = SecretStr("redis://:change-me@127.0.0.1:6379/0")
+    broker_url: SecretStr = SecretStr("amqp://queuesvc:change-me@127.0.0.1:5672/queuesvc")
+
+    # Request handling.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    health_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    publish_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    publish_max_retries: int = Field(default=2, ge=0, le=10)
+    publish_threads: int = Field(default=8, ge=1, le=64)
+
+    # Task status records in Redis.
+    status_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # The processing task.
+    process_rounds_per_iteration: int = Field(default=5000, ge=1, le=1_000_000)
+    process_soft_time_limit: int = Field(default=300, ge=1)
+    process_time_limit: int = Field(default=330, ge=1)
+
+    # The CSV import task.
+    import_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    import_max_rows: int = Field(default=50_000, ge=1)
+    import_batch_size: int = Field(default=500, ge=1, le=10_000)
+    import_soft_time_limit: int = Field(default=600, ge=1)
+    import_time_limit: int = Field(default=660, ge=1)
+
+    # Automatic retries for transient errors (exponential backoff with jitter).
+    task_max_retries: int = Field(default=5, ge=0, le=20)
+    task_retry_backoff_max: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for soft, hard, name in (
+            (self.process_soft_time_limit, self.process_time_limit, "PROCESS"),
+            (self.import_soft_time_limit, self.import_time_limit, "IMPORT"),
+        ):
+            if soft >= hard:
+                raise ValueError(
+                    f"APP_{name}_SOFT_TIME_LIMIT ({soft}) must be below "
+                    f"APP_{name}_TIME_LIMIT ({hard})"
+                )
+        if self.env == "production":
+            weak = [
+                f"APP_{field.upper()}"
+                for field in ("mongodb_uri", "redis_url", "broker_url")
+                if uri_password(getattr(self, field).get_secret_value()).lower()
+                in PLACEHOLDER_SECRETS
+            ]
+            if weak:
+                raise ValueError(
+                    "refusing to start in production with an empty or placeholder password in "
+                    + ", ".join(weak)
+                    + " (set real credentials, or APP_ENV=development for local use)"
+                )
+        return self
+
+    @property
+    def longest_task_seconds(self) -> int:
+        """The longest hard time limit: stop timeouts and broker timeouts must exceed it."""
+        return max(self.process_time_limit, self.import_time_limit)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

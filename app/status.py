@@ -1,0 +1,126 @@
+"""Task status records in Redis, shared by the API (asyncio) and the workers (sync).
+
+One hash per task, written at submit time so an unknown id can be told from a
+pending one (Celery's own result backend answers PENDING for both). Writes go
+through a Lua script that never moves a task out of a final state, so a late
+progress report cannot overwrite a cancellation or a result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+
+from app.schemas import Progress, TaskState, TaskStatus
+
+KEY_PREFIX = "queuesvc:task:"
+
+# KEYS[1]: the task's hash. ARGV[1]: TTL in seconds. ARGV[2]: "1" to create a
+# missing record. ARGV[3..]: field/value pairs. Returns "OK" when written, the
+# final state that refused the write, or "MISSING".
+_UPDATE_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+  return status
+end
+if not status and ARGV[2] ~= '1' then
+  return 'MISSING'
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 'OK'
+"""
+
+
+def task_key(task_id: str) -> str:
+    return KEY_PREFIX + task_id
+
+
+def _flatten(fields: Mapping[str, Any]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        if name in ("result",):
+            value = json.dumps(value, separators=(",", ":"))
+        flat += [name, str(value)]
+    flat += ["updated_at", f"{time.time():.3f}"]
+    return flat
+
+
+def decode(task_id: str, raw: Mapping[str, str]) -> TaskStatus:
+    """Build the API's view of a record read with HGETALL."""
+    current = int(raw.get("current", 0))
+    total = int(raw.get("total", 0))
+    percent = min(100, current * 100 // total) if total else 0
+    result = json.loads(raw["result"]) if raw.get("result") else None
+    return TaskStatus(
+        task_id=task_id,
+        name=raw.get("name") or None,
+        status=TaskState(raw.get("status", TaskState.PENDING)),
+        progress=Progress(current=current, total=total, progress=percent),
+        retries=int(raw.get("retries", 0)),
+        result=result,
+        error=raw.get("error") or None,
+    )
+
+
+class AsyncStatusStore:
+    """The API's side: create at submit, read, cancel."""
+
+    def __init__(self, client: aioredis.Redis, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._update = client.register_script(_UPDATE_SCRIPT)
+
+    async def create(self, task_id: str, name: str, total: int) -> None:
+        fields = _flatten(
+            {
+                "name": name,
+                "status": TaskState.PENDING.value,
+                "current": 0,
+                "total": total,
+                "retries": 0,
+                "submitted_at": f"{time.time():.3f}",
+            }
+        )
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(task_key(task_id), mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
+            pipe.expire(task_key(task_id), self._ttl)
+            await pipe.execute()
+
+    async def discard(self, task_id: str) -> None:
+        """Forget a record whose task could not be published."""
+        await self._client.delete(task_key(task_id))
+
+    async def get(self, task_id: str) -> TaskStatus | None:
+        raw = cast("dict[str, str]", await self._client.hgetall(task_key(task_id)))
+        return decode(task_id, raw) if raw else None
+
+    async def request_cancel(self, task_id: str) -> str:
+        """Mark a task REVOKED; returns "OK", "MISSING" or the final state it already had."""
+        outcome = await self._update(
+            keys=[task_key(task_id)],
+            args=[self._ttl, "0", *_flatten({"status": TaskState.REVOKED.value})],
+        )
+        return str(outcome)
+
+
+class SyncStatusStore:
+    """The worker's side: state transitions and progress, recreated if Redis lost them."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._update = client.register_script(_UPDATE_SCRIPT)
+
+    def update(self, task_id: str, **fields: Any) -> str:
+        outcome = self._update(keys=[task_key(task_id)], args=[self._ttl, "1", *_flatten(fields)])
+        return str(outcome)
+
+    def get(self, task_id: str) -> TaskStatus | None:
+        raw = cast("dict[str, str]", self._client.hgetall(task_key(task_id)))
+        return decode(task_id, raw) if raw else None

@@ -1,0 +1,193 @@
+"""Real services for the integration tests: processes started and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_ENV_FILE = Path(os.environ.get("QUEUESVC_DEV_ENV", "/var/lib/queuesvc-dev/test.env"))
+
+
+def load_dev_env() -> dict[str, str]:
+    """Connection settings written by scripts/dev-services.sh, overridable by the environment."""
+    values: dict[str, str] = {}
+    if DEV_ENV_FILE.exists():
+        for line in DEV_ENV_FILE.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.strip()
+    values.update({k: v for k, v in os.environ.items() if k.startswith("APP_TEST_")})
+    return values
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, message: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+@dataclass
+class Process:
+    """A child process of the test run, in its own session, ended by PID."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=REPO,
+        )
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class MongoEmulator:
+    """The mongoeco wire-protocol server: a MongoDB stand-in (no mongod installs here)."""
+
+    description = "mongoeco 4.11.0 wire-protocol emulator (a stand-in, not MongoDB)"
+
+    def __init__(self, python: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.password = os.urandom(12).hex()
+        users = workdir / "mongo-users.json"
+        users.write_text(json.dumps([{"username": "queuesvc", "password": self.password}]))
+        users.chmod(0o600)
+        self.process = Process(
+            "mongoeco",
+            [
+                python,
+                str(REPO / "scripts/mongoeco_server.py"),
+                "--port",
+                str(self.port),
+                "--engine",
+                "sqlite",
+                "--path",
+                str(workdir / "mongo.sqlite3"),
+                "--users-file",
+                str(users),
+            ],
+            dict(os.environ),
+            workdir / "mongoeco.log",
+        )
+        self.uri = (
+            f"mongodb://queuesvc:{self.password}@127.0.0.1:{self.port}/"
+            "?authSource=admin&authMechanism=SCRAM-SHA-256&directConnection=true"
+        )
+
+    def start(self) -> None:
+        self.process.start()
+        wait_until(self._accepting, 30, message="mongoeco listening")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def _accepting(self) -> bool:
+        if not self.process.running():
+            raise RuntimeError("mongoeco exited:\n" + self.process.tail())
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+def celery_worker(env: dict[str, str], log: Path, queues: str = "default,imports") -> Process:
+    return Process(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "2",
+            "-n",
+            f"test-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        env,
+        log,
+    )
+
+
+def gunicorn_api(env: dict[str, str], log: Path, port: int) -> Process:
+    env = {**env, "APP_BIND": f"127.0.0.1:{port}", "APP_WORKERS": "2"}
+    return Process(
+        "api",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:app.gunicorn_conf",
+            "app.main:create_app()",
+        ],
+        env,
+        log,
+    )
+
+
+def wait_http_ok(url: str, timeout: float = 30) -> None:
+    def ok() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ok, timeout, 0.2, f"{url} answering")
