@@ -87,7 +87,8 @@ def validate_rows(text: str) -> Iterator[ImportRow | Rejected]:
     Rows are numbered as lines of the file (the header is row 1). A repeated
     external id is rejected so one file cannot update an item twice.
     """
-    reader = csv.DictReader(io.StringIO(text), restkey="__extra__")
+    # Missing trailing fields read as empty: an optional description may be left off.
+    reader = csv.DictReader(io.StringIO(text), restkey="__extra__", restval="")
     reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
     seen: dict[str, int] = {}
     while True:
@@ -101,9 +102,6 @@ def validate_rows(text: str) -> Iterator[ImportRow | Rejected]:
         row = reader.line_num
         if "__extra__" in record:
             yield Rejected(row, "more fields than the header has columns")
-            continue
-        if any(value is None for value in record.values()):
-            yield Rejected(row, "fewer fields than the header has columns")
             continue
         external_id = (record.get("external_id") or "").strip()
         name = (record.get("name") or "").strip()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and starts what it needs (idempotent), then
+# lint, type checks, unit and integration tests. Run as root on Debian 12/13.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+export PYTHONDONTWRITEBYTECODE=1
+
+echo "== services (RabbitMQ, Redis, MongoDB emulator environment)"
+bash scripts/dev-services.sh
+echo "== python environment"
+bash scripts/python-env.sh
+echo "== lint and types"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+echo "== unit and integration tests"
+.venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests
