@@ -15,22 +15,31 @@ DEFAULT_QUEUE = "default"
 IMPORTS_QUEUE = "imports"
 PROCESS_TASK = "app.tasks.process_data"
 IMPORT_TASK = "app.tasks.import_items"
+EXCHANGE = "queuesvc"
+QUEUE_NAMES = (DEFAULT_QUEUE, IMPORTS_QUEUE)
+ROUTES = {IMPORT_TASK: IMPORTS_QUEUE}
+
+
+def queue_for(task_name: str) -> str:
+    return ROUTES.get(task_name, DEFAULT_QUEUE)
 
 
 def create_celery(settings: Settings) -> Celery:
     celery = Celery(
         "queuesvc", broker=settings.broker_url.get_secret_value(), include=["app.tasks"]
     )
-    exchange = Exchange("queuesvc", type="direct", durable=True)
+    exchange = Exchange(EXCHANGE, type="direct", durable=True)
     celery.conf.update(
         task_queues=(
             Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE, durable=True),
             Queue(IMPORTS_QUEUE, exchange, routing_key=IMPORTS_QUEUE, durable=True),
         ),
         task_default_queue=DEFAULT_QUEUE,
-        task_default_exchange="queuesvc",
+        task_default_exchange=EXCHANGE,
         task_default_routing_key=DEFAULT_QUEUE,
-        task_routes={IMPORT_TASK: {"queue": IMPORTS_QUEUE, "routing_key": IMPORTS_QUEUE}},
+        task_routes={
+            name: {"queue": queue, "routing_key": queue} for name, queue in ROUTES.items()
+        },
         task_default_delivery_mode="persistent",
         task_serializer="json",
         accept_content=["json"],

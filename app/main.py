@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher = TaskPublisher(
             celery_app,
             status_store,
-            threads=settings.publish_threads,
+            url=settings.broker_url.get_secret_value(),
+            timeout=settings.publish_connect_timeout_seconds,
             max_retries=settings.publish_max_retries,
         )
         app.state.resources = Resources(
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes.cancel()
             with suppress(asyncio.CancelledError):
                 await indexes
-            publisher.close()
+            await publisher.close()
             await redis_client.aclose()
             await mongo.close()
 

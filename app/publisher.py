@@ -1,24 +1,36 @@
-"""Submitting tasks from the API without blocking the event loop.
+"""Submitting tasks from the API on the event loop, without blocking it.
 
-Celery's publisher is synchronous, so it runs on a small dedicated thread
-pool. A broker that is down fails fast: the connect timeout and the retry
-policy bound the whole publish to a couple of seconds.
+Celery's own publisher is synchronous. The API builds the task message with
+Celery's code (``app.amqp.as_task_v2``, protocol 2, so any Celery worker reads
+it) and publishes it with aio-pika over one connection per process, with
+publisher confirms and ``mandatory``: a 202 means RabbitMQ has routed and
+taken the message. A broker that is down fails fast: every attempt is bounded
+by the connect timeout, and the attempts by APP_PUBLISH_MAX_RETRIES.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from celery import Celery
+from kombu.compression import compress
 from kombu.exceptions import OperationalError
+from kombu.utils.json import dumps
 
+from app.celery_app import EXCHANGE, QUEUE_NAMES, queue_for
 from app.metrics import TASKS_SUBMITTED
 from app.status import AsyncStatusStore
+
+log = logging.getLogger(__name__)
+RETRY_PAUSE_SECONDS = 0.25
 
 
 class BrokerUnavailable(Exception):
@@ -27,48 +39,117 @@ class BrokerUnavailable(Exception):
 
 class TaskPublisher:
     def __init__(
-        self, celery: Celery, status: AsyncStatusStore, *, threads: int, max_retries: int
+        self,
+        celery: Celery,
+        status: AsyncStatusStore,
+        *,
+        url: str,
+        timeout: float,
+        max_retries: int,
     ) -> None:
         self._celery = celery
         self._status = status
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="publish")
-        self._retry_policy = {
-            "max_retries": max_retries,
-            "interval_start": 0,
-            "interval_step": 0.5,
-            "interval_max": 0.5,
-        }
+        self._url = url
+        self._timeout = timeout
+        self._attempts = max_retries + 1
+        self._origin = f"queuesvc-api@{socket.gethostname()}"
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connecting = asyncio.Lock()
 
     async def submit(
         self, name: str, *, total: int, args: list[Any], compression: str | None = None
     ) -> str:
         """Record the task as PENDING, then publish it; returns the task id."""
         task_id = str(uuid.uuid4())
+        message = self._message(task_id, name, args, compression)
         # The record exists before any worker can see the message.
         await self._status.create(task_id, name, total)
-        send = partial(
-            self._celery.send_task,
-            name,
-            args=args,
-            task_id=task_id,
-            retry=True,
-            retry_policy=self._retry_policy,
-            compression=compression,
-        )
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, send)
-        except (OperationalError, OSError) as exc:
+            await self._publish(message, queue_for(name))
+        except BrokerUnavailable:
             await self._status.discard(task_id)
-            raise BrokerUnavailable(str(exc)) from exc
+            raise
         TASKS_SUBMITTED.labels(task=name).inc()
         return task_id
+
+    def _message(
+        self, task_id: str, name: str, args: list[Any], compression: str | None
+    ) -> aio_pika.Message:
+        task = self._celery.amqp.as_task_v2(
+            task_id,
+            name,
+            args=args,
+            kwargs={},
+            origin=self._origin,
+            argsrepr=f"<{len(args)} args>",
+            kwargsrepr="{}",
+        )
+        headers = dict(task.headers)
+        body = dumps(task.body).encode()
+        if compression:
+            body, headers["compression"] = compress(body, compression)
+        return aio_pika.Message(
+            body,
+            headers=headers,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=task_id,
+        )
+
+    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        last_error: BaseException | None = None
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            try:
+                exchange = await self._ready_exchange()
+                async with asyncio.timeout(self._timeout):
+                    await exchange.publish(message, routing_key=routing_key, mandatory=True)
+                return
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPException) as exc:
+                last_error = exc
+                await self._drop_connection()
+        raise BrokerUnavailable(f"{last_error.__class__.__name__}: {last_error}")
+
+    async def _ready_exchange(self) -> AbstractExchange:
+        if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
+            return self._exchange
+        async with self._connecting:
+            if self._exchange is None or self._channel is None or self._channel.is_closed:
+                await self._drop_connection()
+                async with asyncio.timeout(self._timeout):
+                    self._connection = await aio_pika.connect_robust(
+                        self._url,
+                        timeout=self._timeout,
+                        client_properties={"connection_name": self._origin},
+                    )
+                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    # The same durable exchange and queues the workers declare, so a
+                    # message is never routed to nowhere before a worker has started.
+                    self._exchange = await self._channel.declare_exchange(
+                        EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+                    )
+                    for queue_name in QUEUE_NAMES:
+                        queue = await self._channel.declare_queue(queue_name, durable=True)
+                        await queue.bind(self._exchange, routing_key=queue_name)
+            return self._exchange
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None:
+            with suppress(Exception):
+                await asyncio.wait_for(connection.close(), self._timeout)
 
     async def broadcast_revoke(self, task_id: str) -> None:
         """Ask every worker to drop the task if it is still queued (best effort)."""
         revoke = partial(self._celery.control.revoke, task_id)
         # Failure is fine: the REVOKED status record alone stops the task when it starts.
         with suppress(OperationalError, OSError):
-            await asyncio.get_running_loop().run_in_executor(self._executor, revoke)
+            await asyncio.to_thread(revoke)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._drop_connection()

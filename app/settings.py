@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     health_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     publish_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     publish_max_retries: int = Field(default=2, ge=0, le=10)
-    publish_threads: int = Field(default=8, ge=1, le=64)
 
     # Task status records in Redis.
     status_ttl_seconds: int = Field(default=24 * 3600, ge=60)
