@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from celery import Celery
 from kombu.compression import compress
 from kombu.exceptions import OperationalError
@@ -53,7 +53,7 @@ class TaskPublisher:
         self._timeout = timeout
         self._attempts = max_retries + 1
         self._origin = f"queuesvc-api@{socket.gethostname()}"
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._connecting = asyncio.Lock()
@@ -80,7 +80,7 @@ class TaskPublisher:
         task = self._celery.amqp.as_task_v2(
             task_id,
             name,
-            args=args,
+            args=tuple(args),
             kwargs={},
             origin=self._origin,
             argsrepr=f"<{len(args)} args>",
@@ -109,7 +109,12 @@ class TaskPublisher:
                 async with asyncio.timeout(self._timeout):
                     await exchange.publish(message, routing_key=routing_key, mandatory=True)
                 return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPException) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                aio_pika.exceptions.AMQPException,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ) as exc:
                 last_error = exc
                 await self._drop_connection()
         raise BrokerUnavailable(f"{last_error.__class__.__name__}: {last_error}")
@@ -121,7 +126,7 @@ class TaskPublisher:
             if self._exchange is None or self._channel is None or self._channel.is_closed:
                 await self._drop_connection()
                 async with asyncio.timeout(self._timeout):
-                    self._connection = await aio_pika.connect_robust(
+                    self._connection = await aio_pika.connect(
                         self._url,
                         timeout=self._timeout,
                         client_properties={"connection_name": self._origin},
