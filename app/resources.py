@@ -27,6 +27,7 @@ class Resources:
     items: ItemRepository
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async: a plain def dependency would cost a thread-pool hop per request
     resources: Resources = request.app.state.resources
     return resources

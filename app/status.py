@@ -87,7 +87,8 @@ class AsyncStatusStore:
                 "submitted_at": f"{time.time():.3f}",
             }
         )
-        async with self._client.pipeline(transaction=True) as pipe:
+        # One round trip; a record without its TTL is the worst a failure between can leave.
+        async with self._client.pipeline(transaction=False) as pipe:
             pipe.hset(task_key(task_id), mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
             pipe.expire(task_key(task_id), self._ttl)
             await pipe.execute()

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/items", tags=["items"])
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No item has this id"}}
 
 
-def repository(res: Annotated[Resources, Depends(get_resources)]) -> ItemRepository:
+async def repository(res: Annotated[Resources, Depends(get_resources)]) -> ItemRepository:
     return res.items
 
 
