@@ -14,5 +14,7 @@ echo "== lint and types"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+echo "== systemd units"
+bash scripts/verify-units.sh
 echo "== unit and integration tests"
 .venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests
