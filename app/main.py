@@ -52,12 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = db.async_client(settings)
         database = mongo[settings.mongodb_database]
-        redis_client = aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            decode_responses=True,
-            socket_connect_timeout=1,
-            socket_timeout=2,
-            health_check_interval=30,
+        # A bounded pool that makes a burst wait for a connection instead of failing.
+        redis_client = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url.get_secret_value(),
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_pool_timeout_seconds,
+                decode_responses=True,
+                socket_connect_timeout=1,
+                socket_timeout=2,
+                health_check_interval=30,
+            )
         )
         status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
         publisher = TaskPublisher(

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     mongodb_database: str = Field(default="queuesvc", min_length=1)
     mongodb_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
     redis_url: SecretStr = SecretStr("redis://:change-me@127.0.0.1:6379/0")
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     broker_url: SecretStr = SecretStr("amqp://queuesvc:change-me@127.0.0.1:5672/queuesvc")
 
     # Request handling.
