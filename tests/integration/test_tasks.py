@@ -184,3 +184,22 @@ def test_non_csv_uploads_are_refused(client: httpx.Client) -> None:
     assert response.status_code == 422
     big = "external_id,name\n" + "a,b\n" * (2 * 1024 * 1024)
     assert _upload(client, big).status_code == 413
+
+
+def test_a_burst_of_submits_is_accepted_whole(api: str, worker: Any) -> None:
+    """More concurrent requests than Redis connections per process: they wait, none fails."""
+    import asyncio
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=400)
+        async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post("/api/async/process", json={"data": f"b{n}", "iterations": 1})
+                    for n in range(400)
+                )
+            )
+        return [r.status_code for r in responses]
+
+    codes = asyncio.run(burst())
+    assert codes.count(202) == 400, sorted(set(codes))
