@@ -87,6 +87,7 @@ class TaskStatus(BaseModel):
     status: TaskState
     progress: Progress
     retries: int = 0
+    worker: str | None = Field(default=None, description="The Celery worker that ran it.")
     result: Any | None = None
     error: str | None = None
 
@@ -95,6 +96,7 @@ class TaskResult(BaseModel):
     task_id: str
     name: str | None = None
     status: TaskState
+    worker: str | None = None
     result: Any | None = None
     error: str | None = None
     finished_at: datetime

@@ -63,6 +63,7 @@ def decode(task_id: str, raw: Mapping[str, str]) -> TaskStatus:
         status=TaskState(raw.get("status", TaskState.PENDING)),
         progress=Progress(current=current, total=total, progress=percent),
         retries=int(raw.get("retries", 0)),
+        worker=raw.get("worker") or None,
         result=result,
         error=raw.get("error") or None,
     )

@@ -115,6 +115,7 @@ class TrackedTask(Task[Any, Any]):
             total=total,
             retries=self.request.retries,
             error="",
+            worker=self.request.hostname or "",
         )
         self._check(outcome)
 
@@ -148,7 +149,13 @@ class TrackedTask(Task[Any, Any]):
 
     def _store(self, state: TaskState, *, result: Any = None, error: str | None = None) -> None:
         store_final(
-            self.task_id, self.name, state, result=result, error=error, retries=self.request.retries
+            self.task_id,
+            self.name,
+            state,
+            result=result,
+            error=error,
+            retries=self.request.retries,
+            worker=self.request.hostname or "",
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -192,6 +199,7 @@ def store_final(
     result: Any = None,
     error: str | None = None,
     retries: int = 0,
+    worker: str = "",
 ) -> None:
     """Upsert the task's final document; idempotent by task id."""
     resources.database[db.TASK_RESULTS].update_one(
@@ -203,6 +211,7 @@ def store_final(
                 "result": result,
                 "error": error,
                 "retries": retries,
+                "worker": worker,
                 "finished_at": datetime.now(UTC),
             }
         },

@@ -124,6 +124,7 @@ async def task_status(task_id: str, res: Res) -> TaskStatus:
             status=TaskState(doc["status"]),
             progress=Progress(current=0, total=0, progress=100),
             retries=doc.get("retries", 0),
+            worker=doc.get("worker") or None,
             result=doc.get("result"),
             error=doc.get("error"),
         )
@@ -142,6 +143,7 @@ async def task_result(task_id: str, res: Res) -> TaskResult:
             task_id=task_id,
             name=doc.get("name"),
             status=TaskState(doc["status"]),
+            worker=doc.get("worker") or None,
             result=doc.get("result"),
             error=doc.get("error"),
             finished_at=doc["finished_at"],

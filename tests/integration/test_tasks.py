@@ -22,11 +22,13 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
     assert "PROGRESS" in final["seen"], final["seen"]
     assert final["progress"] == {"current": 1500, "total": 1500, "progress": 100}
     assert final["result"]["total"] == 1500
+    assert final["worker"].startswith("test-")  # the worker's node name
     assert len(final["result"]["processed_items"]) == 100
 
     stored = mongo_db["task_results"].find_one({"_id": task_id})
     assert stored["status"] == "SUCCESS"
     assert stored["result"] == final["result"]
+    assert stored["worker"] == final["worker"]
     result = client.get(f"/api/async/result/{task_id}").json()
     assert result["status"] == "SUCCESS"
     assert result["result"] == final["result"]
