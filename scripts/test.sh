@@ -17,4 +17,4 @@ echo "== lint and types"
 echo "== systemd units"
 bash scripts/verify-units.sh
 echo "== unit and integration tests"
-.venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests
+.venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests/unit tests/integration

@@ -1,0 +1,73 @@
+"""End-to-end tests against a deployed lab (run by scripts/lab, not by default).
+
+Settings from the environment:
+  QUEUESVC_E2E_URL        the load balancer, e.g. https://192.168.56.10
+  QUEUESVC_E2E_VERIFY     CA bundle for its certificate, or "no" (lab's self-signed)
+  QUEUESVC_E2E_INVENTORY  the lab's Ansible inventory (for stopping a unit, deploying)
+  QUEUESVC_ANSIBLE_BIN    directory with ansible and ansible-playbook
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict[str, str]:
+    url = os.environ.get("QUEUESVC_E2E_URL")
+    if not url:
+        pytest.skip("no deployed lab: QUEUESVC_E2E_URL is not set (scripts/lab runs these)")
+    return {
+        "url": url.rstrip("/"),
+        "verify": os.environ.get("QUEUESVC_E2E_VERIFY", "yes"),
+        "inventory": os.environ.get("QUEUESVC_E2E_INVENTORY", str(REPO / "inventories/vagrant")),
+        "bin": os.environ.get("QUEUESVC_ANSIBLE_BIN", str(REPO / ".venv-ansible/bin")),
+    }
+
+
+def _verify(lab: dict[str, str]) -> bool | str:
+    return False if lab["verify"] == "no" else (True if lab["verify"] == "yes" else lab["verify"])
+
+
+@pytest.fixture
+def client(lab: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lab["url"], verify=_verify(lab), timeout=15) as http:
+        yield http
+
+
+@pytest.fixture
+def ansible(lab: dict[str, str]) -> Any:
+    """Run ansible or ansible-playbook against the lab inventory from the project root."""
+
+    def run(tool: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(lab["bin"]) / tool), "-i", lab["inventory"], *args]
+        result = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+            )
+        return result
+
+    return run
+
+
+def record(line: str) -> None:
+    """A measured figure, printed at the end of the run."""
+    FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in FIGURES:
+        terminalreporter.write_line(f"figure: {line}")
