@@ -51,12 +51,12 @@ class _Resources:
     """Clients of one worker process, created on first use after the fork."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._mongo: MongoClient[dict[str, Any]] | None = None
         self._status: SyncStatusStore | None = None
         self.indexes_ready = False
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
 
     @property
     def database(self) -> Database[dict[str, Any]]:
