@@ -48,6 +48,10 @@ build_rootfs() {
   rm -f "$root/etc/apt/sources.list"
   install -m 0644 "$BOX_DIR/eth0.network" "$root/etc/systemd/network/10-eth0.network"
   install -m 0644 "$BOX_DIR/ssh-hostkeys.service" "$root/etc/systemd/system/ssh-hostkeys.service"
+  local unit
+  for unit in systemd-networkd.service systemd-networkd.socket systemd-resolved.service; do
+    install -D -m 0644 "$BOX_DIR/lxc-only.conf" "$root/etc/systemd/system/$unit.d/lxc-only.conf"
+  done
 
   # vagrant user: passwordless sudo, Vagrant's well-known key (replaced by a
   # per-host key at first `vagrant up`), root login by password impossible.
