@@ -15,6 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 cd "$LAB_ROOT"
+export HOME=${HOME:-/root}
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 ANSIBLE_NOCOLOR=1
 
 passed=0; failed=0; timings=(); failures=()
@@ -33,6 +34,19 @@ step() {  # step NAME COMMAND... : run, time, count
   return $rc
 }
 
+WATCH=/tmp/${LAB_SLUG}-watch.$$
+WATCH_PID=
+
+# The guard watch: any sample with a lab host up and the guard incomplete fails CI.
+watch_verdict() {
+  [ -n "$WATCH_PID" ] || return 0
+  touch "$WATCH.stop"; wait "$WATCH_PID" 2>/dev/null; WATCH_PID=
+  WATCH_LINE=$(cat "$WATCH" 2>/dev/null)
+  log "guard watch: $WATCH_LINE"
+  [ -f "$WATCH.violations" ] && cat "$WATCH.violations" >&2
+  [[ $WATCH_LINE == *" violations=0 "* ]] && [[ $WATCH_LINE != "samples=0 "* ]]
+}
+
 finish() {
   local rc=$?
   trap - EXIT INT TERM
@@ -43,12 +57,15 @@ finish() {
     if vagrant destroy -f >/tmp/${LAB_SLUG}-destroy.log 2>&1; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("vagrant-destroy"); tail -n 20 /tmp/${LAB_SLUG}-destroy.log >&2; fi
     timings+=("vagrant-destroy=$(( $(date +%s) - t0 ))s")
   fi
+  [ -z "$WATCH_PID" ] || step guard-watch watch_verdict
+  rm -f "$WATCH" "$WATCH.stop" "$WATCH.violations"
   step teardown "$LAB_ROOT/scripts/lab/teardown-host.sh"
   step host-clean host_is_clean
   echo
   echo "lab-timing: total=$(( $(date +%s) - START ))s ${timings[*]}"
   [ -n "${BOX_LINE:-}" ] && echo "lab-timing: $BOX_LINE"
-  [ -n "${MEM_LINE:-}" ] && echo "lab-timing: $MEM_LINE"
+  [ -n "${MEM_LINE:-}" ] && echo "lab-timing: per-host peaks summed: $MEM_LINE"
+  [ -n "${WATCH_LINE:-}" ] && echo "lab-timing: sampled every 2 s: $WATCH_LINE"
   [ ${#failures[@]} -eq 0 ] || echo "lab: failed steps: ${failures[*]}"
   echo "$passed passed, $failed failed"
   [ $failed -eq 0 ] && [ $rc -eq 0 ] && exit 0
@@ -90,11 +107,11 @@ molecule_all() { "$LAB_ROOT/scripts/lab/molecule.sh" test; }
 # Without the guard, the Vagrantfile's trigger must refuse to start a host.
 guard_refuses_up() {
   [ -z "$(lab_containers_running)" ] || { log "lab hosts already running"; return 1; }
-  "$LAB_ROOT/scripts/lab/guard.sh" remove
+  "$LAB_ROOT/scripts/lab/guard.sh" remove || return 1
   local rc=0
   vagrant up lb1 --provider=lxc >/tmp/${LAB_SLUG}-noguard.log 2>&1 || rc=$?
-  "$LAB_ROOT/scripts/lab/guard.sh" apply
-  "$LAB_ROOT/scripts/lab/guard.sh" check >/dev/null
+  "$LAB_ROOT/scripts/lab/guard.sh" apply || return 1
+  "$LAB_ROOT/scripts/lab/guard.sh" check >/dev/null || return 1
   if [ $rc -eq 0 ] || lxc-ls -1 | grep -q "^${LAB_SLUG}-"; then
     log "vagrant up started a host without the network guard"; return 1
   fi
@@ -120,12 +137,21 @@ idempotent_site() {
   ! grep -E 'changed=[1-9]' /tmp/${LAB_SLUG}-site2.log
 }
 
+# One lab per machine: whatever an earlier run or another checkout left
+# (hosts named queuesvc-*, host settings) goes first.
+if [ -n "$(lxc-ls -1 2>/dev/null | grep "^${LAB_SLUG}-" || true)" ] \
+   || nft list table inet "$GUARD_TABLE" >/dev/null 2>&1; then
+  log "leftovers of an earlier lab found: tearing down first"
+  "$LAB_ROOT/scripts/lab/teardown-host.sh" || true
+fi
 step prepare-host "$LAB_ROOT/scripts/lab/prepare-host.sh"
 step tools "$LAB_ROOT/scripts/lab/setup-tools.sh"
 use_venv
 step lint lint || true
 step box box
 step molecule molecule_all || true
+"$LAB_ROOT/scripts/lab/watch.sh" "$WATCH" &
+WATCH_PID=$!
 step guard-refuses-up guard_refuses_up
 step vagrant-up vagrant_up
 step lab-checks check_lab || true
