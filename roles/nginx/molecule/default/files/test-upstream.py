@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Stand-in for the API in the nginx role's molecule scenario.
+
+Answers every method on every path with JSON naming this host, the request
+and the headers nginx set; /api/big pads the answer (gzip test). With
+--flaky, /api/flaky reads the request and closes the connection without an
+answer, as a crashing server would. Usage: test-upstream.py PORT [--flaky]
+"""
+
+import json
+import socket
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+FLAKY = "--flaky" in sys.argv[2:]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as nginx's upstream uses it
+
+    def handle_any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(65536, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+        if FLAKY and self.path.startswith("/api/flaky"):
+            self.close_connection = True
+            return
+        body = {
+            "host": socket.gethostname(),
+            "method": self.command,
+            "path": self.path,
+            "received": length - left,
+            "headers": {
+                k: self.headers.get(k)
+                for k in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Connection")
+            },
+        }
+        if self.path.startswith("/api/big"):
+            body["pad"] = "x" * 4096
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
