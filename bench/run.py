@@ -11,6 +11,10 @@ find_one calls against the same server in the same run.
 
 Usage (as root, after scripts/dev-services.sh and scripts/python-env.sh):
     .venv/bin/python bench/run.py [--duration 10] [--runs 3] [--connections 64]
+
+With --url, measures a deployed system instead (the lab's load balancer,
+say): GET /health/live and POST /api/async/process there, same wrk settings,
+no baseline.
 """
 
 from __future__ import annotations
@@ -169,13 +173,47 @@ def purge_queues(env: dict[str, str]) -> None:
     )
 
 
+def print_table(results: dict[str, Figures], baseline: Figures | None) -> None:
+    print(
+        f"\n{'target':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+        f"{'req/s vs baseline':>18}"
+    )
+    for name, fig in results.items():
+        ratio = f"{fig.rps / baseline.rps:17.0%}" if baseline else f"{'-':>17}"
+        print(
+            f"{name:32} {fig.rps:9.0f} {fig.p50_ms:8.2f} {fig.p99_ms:8.2f} {fig.non_2xx:8d} {ratio}"
+        )
+
+
+def measure_deployment(args: argparse.Namespace) -> None:
+    base = args.url.rstrip("/")
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} runs each "
+        f"(median) against {base}"
+    )
+    results = {
+        "GET /health/live": median([wrk(base + "/health/live", args) for _ in range(args.runs)]),
+        "POST /api/async/process": median(
+            [
+                wrk(base + "/api/async/process", args, REPO / "bench/post_process.lua")
+                for _ in range(args.runs)
+            ]
+        ),
+    }
+    print_table(results, None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--url", help="measure this deployed system instead (e.g. https://lb1)")
     args = parser.parse_args()
+    if args.url:
+        measure_deployment(args)
+        return
 
     dev = load_dev_env()
     if not dev.get("APP_TEST_BROKER_URL") or not dev.get("APP_TEST_REDIS_URL"):
