@@ -3,12 +3,15 @@
 # person: run as root from the repo, e.g. `sudo bash scripts/lab/ci.sh`.
 #   1. host preparation (network guard first), controller tools
 #   2. yamllint + ansible-lint (production profile)
-#   3. the Debian 13 box and podman image (built or cached)
+#   3. the Debian 13 box and the Debian 13/12 podman images (built or cached)
 #   4. molecule test for every role
-#   5. the guard test: without the guard, `vagrant up` refuses to start a host
+#   5. the guard test: without the guard, `vagrant up` refuses to start a host;
+#      from here on a watcher checks the guard every 2 s while a host is up
 #   6. vagrant up --provider=lxc of the seven hosts (site.yml provisions them)
 #   7. checks from the controller (scripts/lab/check-lab.sh)
-#   8. vagrant destroy -f, then teardown — always, also after a failure (trap)
+#   8. a second site.yml run over the lab changes nothing
+#   9. vagrant destroy -f, then teardown, and a check that nothing is left —
+#      always, also after a failure (trap)
 # Prints "lab-timing:" lines and a final "N passed, N failed" line.
 # Safe to run twice; leaves nothing running or configured on the host.
 set -euo pipefail
@@ -113,9 +116,11 @@ box() {
   local out
   out=$("$LAB_ROOT/scripts/lab/build-box.sh") || return 1
   echo "$out"
-  local cold
-  cold=$(cat "$LAB_CACHE"/*/cold-seconds 2>/dev/null | head -n1 || true)
-  BOX_LINE="$out${cold:+ (cold build of the cached box: ${cold}s)}"
+  local cold="" f
+  for f in "$LAB_CACHE"/*/cold-seconds; do
+    [ -f "$f" ] && cold+=" $(basename "$(dirname "$f")" | cut -d- -f1)=$(cat "$f")s"
+  done
+  BOX_LINE="$(echo $out)${cold:+ (cold builds of the cached images:$cold)}"
 }
 
 molecule_all() { "$LAB_ROOT/scripts/lab/molecule.sh" test; }
