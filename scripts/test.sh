@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs and starts what it needs (idempotent), then
-# lint, type checks, unit and integration tests. Run as root on Debian 12/13.
+# lint, type checks, unit and integration tests of the service, then every
+# check of the deployment (scripts/lab/ci.sh: lint, molecule for every role,
+# the seven-host lab, end-to-end tests). Run as root on Debian 12/13.
+# QUEUESVC_SKIP_LAB=1 stops after the service's tests.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -18,3 +21,7 @@ echo "== systemd units"
 bash scripts/verify-units.sh
 echo "== unit and integration tests"
 .venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests/unit tests/integration
+if [[ -z ${QUEUESVC_SKIP_LAB:-} ]]; then
+    echo "== the deployment: roles, lab, end to end"
+    bash scripts/lab/ci.sh
+fi

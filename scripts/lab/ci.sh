@@ -159,6 +159,26 @@ idempotent_site() {
   ! grep -E 'changed=[1-9]' /tmp/${LAB_SLUG}-site2.log
 }
 
+# The data tier answers the app servers with the app's credentials, and
+# none of its ports is reachable from lb1 (ansible/lab-check-data.yml).
+check_data() {
+  ansible-playbook -i inventories/vagrant ansible/lab-check-data.yml >/tmp/${LAB_SLUG}-data.log 2>&1 \
+    || { tail -n 60 /tmp/${LAB_SLUG}-data.log >&2; return 1; }
+  grep -A 10 'PLAY RECAP' /tmp/${LAB_SLUG}-data.log
+}
+
+# The whole system through lb1: end-to-end tests (rolling deploy included),
+# then the service's benchmark against lb1, same wrk settings.
+LAB_LB_URL=${LAB_LB_URL:-https://192.168.56.10}
+e2e() {
+  QUEUESVC_E2E_URL=$LAB_LB_URL QUEUESVC_E2E_VERIFY=no \
+  QUEUESVC_E2E_INVENTORY="$LAB_ROOT/inventories/vagrant" QUEUESVC_ANSIBLE_BIN="$VENV/bin" \
+    "$LAB_ROOT/.venv/bin/pytest" -p no:cacheprovider -q -rA tests/e2e
+}
+bench_lb() {
+  "$LAB_ROOT/.venv/bin/python" bench/run.py --url "$LAB_LB_URL" --duration 8 --runs 1
+}
+
 # One lab per machine: whatever an earlier run or another checkout left
 # (hosts named queuesvc-*, host settings) goes first.
 if [ -n "$(lxc-ls -1 2>/dev/null | grep "^${LAB_SLUG}-" || true)" ] \
@@ -177,5 +197,8 @@ WATCH_PID=$!
 step guard-refuses-up guard_refuses_up
 step vagrant-up vagrant_up
 step lab-checks check_lab || true
+step data-checks check_data || true
 step site-idempotent idempotent_site || true
+step e2e e2e || true
+step bench-lb bench_lb || true
 exit 0
