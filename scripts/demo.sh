@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# The README's main command: the whole product on this one machine.
-#   scripts/demo.sh          the seven-host lab (Vagrant + lxc): prepare the host,
+# The README's main command: the product on this one machine.
+#   scripts/demo.sh          the service on loopback with its real RabbitMQ, Redis
+#                            and the MongoDB emulator (scripts/local-demo.sh), and
+#                            the tutorial's requests
+#   scripts/demo.sh stop     stop it
+#   scripts/demo.sh lab      the seven-host lab (Vagrant + lxc): prepare the host,
 #                            build the box if needed, vagrant up (site.yml converges
 #                            every tier), then a smoke check through lb1
-#   scripts/demo.sh stop     destroy the lab and undo the host preparation
-#   scripts/demo.sh local    the service alone on loopback (scripts/local-demo.sh)
+#   scripts/demo.sh lab-stop destroy the lab and undo the host preparation
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 LB=${LAB_LB_URL:-https://192.168.56.10}
 cd "$REPO"
 
-case ${1:-up} in
-    local) shift; exec bash scripts/local-demo.sh "$@" ;;
-    stop) exec bash scripts/lab/down.sh ;;
-    up) ;;
-    *) echo "usage: scripts/demo.sh [up|stop|local]" >&2; exit 2 ;;
+case ${1:-local} in
+    local) exec bash scripts/local-demo.sh ;;
+    stop) exec bash scripts/local-demo.sh stop ;;
+    lab-stop) exec bash scripts/lab/down.sh ;;
+    lab) ;;
+    *) echo "usage: scripts/demo.sh [local|stop|lab|lab-stop]" >&2; exit 2 ;;
 esac
 
 # The controller builds the app's wheelhouse with the project's virtualenv.
@@ -40,4 +44,4 @@ for _ in $(seq 150); do
 done
 echo "$status" | cut -c1-300
 grep -q '"status":"SUCCESS"' <<<"$status" || { echo "smoke check failed" >&2; exit 1; }
-say "the lab is up: $LB (API docs at $LB/docs); stop it with: scripts/demo.sh stop"
+say "the lab is up: $LB (API docs at $LB/docs); stop it with: scripts/demo.sh lab-stop"

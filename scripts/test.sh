@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: installs and starts what it needs (idempotent), then
-# lint, type checks, unit and integration tests of the service, then every
-# check of the deployment (scripts/lab/ci.sh: lint, molecule for every role,
-# the seven-host lab, end-to-end tests). Run as root on Debian 12/13.
-# QUEUESVC_SKIP_LAB=1 stops after the service's tests.
+# The test suite: installs and starts what it needs (idempotent), then lint,
+# type checks, unit and integration tests of the service, the systemd units,
+# and the static checks of the deployment (yamllint, ansible-lint). Run as
+# root on Debian 12/13. The deployment's test bed (molecule for every role,
+# the seven-host lab, end-to-end tests) is scripts/lab/ci.sh; with
+# QUEUESVC_LAB=1 this script runs it too.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -19,9 +20,12 @@ echo "== lint and types"
 .venv/bin/mypy
 echo "== systemd units"
 bash scripts/verify-units.sh
+echo "== the deployment's code: yamllint, ansible-lint (production profile)"
+bash scripts/lab/setup-tools.sh
+(cd "$REPO" && .venv-ansible/bin/yamllint --strict . && ANSIBLE_CONFIG="$REPO/ansible.cfg" .venv-ansible/bin/ansible-lint)
 echo "== unit and integration tests"
 .venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests/unit tests/integration
-if [[ -z ${QUEUESVC_SKIP_LAB:-} ]]; then
-    echo "== the deployment: roles, lab, end to end"
+if [[ -n ${QUEUESVC_LAB:-} ]]; then
+    echo "== the deployment: molecule for every role, the lab, end to end"
     bash scripts/lab/ci.sh
 fi
