@@ -94,8 +94,11 @@ CONF
 setup_mongoeco() {
     # The MongoDB stand-in needs Python >= 3.13 (pyenv's on this machine).
     local py=""
-    for candidate in python3.13 /root/.pyenv/versions/3.13*/bin/python3.13; do
-        if command -v "$candidate" >/dev/null 2>&1; then py=$(command -v "$candidate"); break; fi
+    # Run each candidate: pyenv's shims exist even where they cannot run.
+    for candidate in python3.13 python3 /root/.pyenv/versions/3.1[3-9]*/bin/python3; do
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null; then
+            py=$(command -v "$candidate"); break
+        fi
     done
     if [[ -z $py ]]; then
         log "no Python 3.13: MongoDB tests will be skipped unless APP_TEST_MONGODB_URI names a mongod"
