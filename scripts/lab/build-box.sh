@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Build the lab's Debian 13 (trixie) image once, from Debian packages:
-#   - the Vagrant box "queuesvc/debian13" for the vagrant-lxc provider, and
-#   - the podman image "localhost/queuesvc-debian13:latest" for molecule,
-# both from the same debootstrap rootfs. Output is cached under
-# /var/cache/queuesvc-lab/<hash>, keyed by a hash of every input (this script,
-# lib.sh, scripts/lab/box/*, suite, mirror); a run with unchanged inputs only
-# re-registers what is missing (box, image) and takes a second.
+# Build the lab's images once, from Debian packages (debootstrap):
+#   Debian 13 (trixie):   the Vagrant box "queuesvc/debian13" (vagrant-lxc) and
+#                         the podman image "localhost/queuesvc-debian13:latest"
+#   Debian 12 (bookworm): the podman image "localhost/queuesvc-debian12:latest"
+#                         (molecule's second target)
+# Box and image of a release come from the same rootfs. Output is cached under
+# /var/cache/queuesvc-lab/<suite>-<hash>, keyed by a hash of every input (this
+# script, lib.sh, scripts/lab/box/*, suite, mirror); with unchanged inputs a
+# run only re-registers what is missing (box, image) and takes a second or two.
 #
 # Usage: scripts/lab/build-box.sh [--force]
-#   QUEUESVC_LAB_CACHE  cache directory (default /var/cache/queuesvc-lab)
+#   QUEUESVC_LAB_CACHE   cache directory (default /var/cache/queuesvc-lab)
+#   QUEUESVC_BOX_SUITES  releases to build (default "trixie bookworm")
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 
-SUITE=trixie
 BOX_DIR=$LAB_ROOT/scripts/lab/box
+SUITES=${QUEUESVC_BOX_SUITES:-trixie bookworm}
 # Packages the image starts with: what vagrant, sshd and Ansible need, nothing
 # a role installs (so molecule still exercises the roles' own installs).
 INCLUDE=systemd-sysv,systemd-resolved,dbus,openssh-server,sudo,python3,python3-apt,iproute2,ca-certificates,debian-archive-keyring
@@ -22,29 +25,28 @@ INCLUDE=systemd-sysv,systemd-resolved,dbus,openssh-server,sudo,python3,python3-a
 force=0
 [ "${1:-}" = "--force" ] && force=1
 
-inputs_hash() {
+suite_version() { case "$1" in bookworm) echo 12 ;; trixie) echo 13 ;; *) die "unknown suite $1" ;; esac; }
+
+inputs_hash() {  # suite
   {
     cat "$0" "$LAB_ROOT/scripts/lab/lib.sh"
     (cd "$BOX_DIR" && for f in $(ls | sort); do echo "== $f"; cat "$f"; done)
-    echo "$SUITE $MIRROR_URL $INCLUDE $(dpkg --print-architecture)"
+    echo "$1 $MIRROR_URL $INCLUDE $(dpkg --print-architecture)"
   } | sha256sum | cut -c1-16
 }
 
-HASH=$(inputs_hash)
-OUT=$LAB_CACHE/$HASH
-BOX_FILE=$OUT/${LAB_SLUG}-debian13.box
-
-build_rootfs() {
-  local root=$1
-  log "debootstrap $SUITE into $root (cold build)"
+build_rootfs() {  # suite root log
+  local suite=$1 root=$2 logf=$3
+  log "debootstrap $suite into $root (cold build)"
   apt_install debootstrap debian-archive-keyring
   mkdir -p "$LAB_CACHE/debs"   # downloaded .debs, reused by the next cold build
   debootstrap --variant=minbase --include="$INCLUDE" --components=main \
     --cache-dir="$LAB_CACHE/debs" \
-    "$SUITE" "$root" "$MIRROR_URL" >"$OUT/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$OUT/debootstrap.log" >&2; die "debootstrap failed"; }
+    "$suite" "$root" "$MIRROR_URL" >"$logf" 2>&1 \
+    || { tail -n 30 "$logf" >&2; die "debootstrap failed"; }
 
-  install -m 0644 "$BOX_DIR/debian.sources" "$root/etc/apt/sources.list.d/debian.sources"
+  sed "s/@SUITE@/$suite/g" "$BOX_DIR/debian.sources" >"$root/etc/apt/sources.list.d/debian.sources"
+  chmod 0644 "$root/etc/apt/sources.list.d/debian.sources"
   rm -f "$root/etc/apt/sources.list"
   install -m 0644 "$BOX_DIR/eth0.network" "$root/etc/systemd/network/10-eth0.network"
   install -m 0644 "$BOX_DIR/ssh-hostkeys.service" "$root/etc/systemd/system/ssh-hostkeys.service"
@@ -81,70 +83,77 @@ build_rootfs() {
   chroot "$root" apt-get clean
   rm -rf "$root"/var/lib/apt/lists/*
   touch -d @0 "$root/var/lib/apt/lists"
-  rm -rf "$root"/var/log/*.log "$root"/var/cache/debconf/*-old "$root"/tmp/* 
+  rm -rf "$root"/var/log/*.log "$root"/var/cache/debconf/*-old "$root"/tmp/*
 }
 
-build() {
-  rm -rf "$OUT"
-  mkdir -p "$OUT"
-  local root=$OUT/rootfs
-  build_rootfs "$root"
+pack_box() {  # out box_file
+  local out=$1 box=$2 stage=$1/stage
   log "packing the box"
-  local stage=$OUT/stage
   mkdir -p "$stage"
   # rootfs.tar.gz with paths under ./rootfs/ (what vagrant-lxc expects)
-  tar --numeric-owner -C "$OUT" -czf "$stage/rootfs.tar.gz" ./rootfs
+  tar --numeric-owner -C "$out" -czf "$stage/rootfs.tar.gz" ./rootfs
   cp "$BOX_DIR/metadata.json" "$BOX_DIR/lxc-config" "$stage/"
-  tar -C "$stage" -cf "$BOX_FILE.tmp" metadata.json rootfs.tar.gz lxc-config
-  mv "$BOX_FILE.tmp" "$BOX_FILE"
+  tar -C "$stage" -cf "$box.tmp" metadata.json rootfs.tar.gz lxc-config
+  mv "$box.tmp" "$box"
   rm -rf "$stage"
-  echo $(( $(date +%s) - t0 )) >"$OUT/cold-seconds"
-  echo "$HASH" >"$OUT/ok"
 }
 
-# Old cache entries (other hashes) are dropped so the cache does not grow.
-prune_cache() {
-  local d
-  for d in "$LAB_CACHE"/*/; do
-    [ -d "$d" ] || continue
-    case "$(basename "$d")" in "$HASH"|debs) ;; *) rm -rf "$d" ;; esac
+import_image() {  # out image hash
+  local out=$1 image=$2 hash=$3 i
+  command -v podman >/dev/null 2>&1 || return 0
+  if ! podman image exists "$image:$hash"; then
+    log "podman import $image:$hash"
+    tar --numeric-owner -C "$out/rootfs" -cf - . | podman import --quiet \
+      --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
+      - "$image:$hash" >/dev/null
+  fi
+  podman tag "$image:$hash" "$image:latest"
+  # Older builds go (an image a container still uses stays).
+  for i in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep "^$image:" || true); do
+    case "$i" in "$image:$hash"|"$image:latest") ;; *) podman rmi "$i" >/dev/null 2>&1 || true ;; esac
   done
 }
 
-t0=$(date +%s)
 mkdir -p "$LAB_CACHE"
 exec 9>"$LAB_CACHE/.lock"
 flock 9
-if [ $force -eq 1 ] || [ ! -f "$OUT/ok" ]; then
-  build
-  state=cold
-else
-  state=cached
-fi
-prune_cache
-
-# Register the box with vagrant when it is missing or from other inputs.
-if command -v vagrant >/dev/null 2>&1; then
-  if ! vagrant box list 2>/dev/null | grep "^$BOX_NAME " >/dev/null \
-     || [ "$(cat "$LAB_CACHE/box-registered" 2>/dev/null)" != "$HASH" ]; then
-    log "vagrant box add $BOX_NAME"
-    vagrant box add --force --name "$BOX_NAME" "$BOX_FILE" >/dev/null
-    echo "$HASH" >"$LAB_CACHE/box-registered"
+keep=(debs)
+for suite in $SUITES; do
+  t0=$(date +%s)
+  ver=$(suite_version "$suite")
+  hash=$(inputs_hash "$suite")
+  out=$LAB_CACHE/$suite-$hash
+  keep+=("$suite-$hash")
+  with_box=0; [ "$suite" = trixie ] && with_box=1
+  box=$out/${LAB_SLUG}-debian$ver.box
+  if [ $force -eq 1 ] || [ ! -f "$out/ok" ]; then
+    rm -rf "$out"; mkdir -p "$out"
+    build_rootfs "$suite" "$out/rootfs" "$out/debootstrap.log"
+    [ $with_box -eq 0 ] || pack_box "$out" "$box"
+    echo $(( $(date +%s) - t0 )) >"$out/cold-seconds"
+    echo "$hash" >"$out/ok"
+    state=cold
+  else
+    state=cached
   fi
-fi
-# Import the podman image (same rootfs) for molecule.
-if command -v podman >/dev/null 2>&1 && ! podman image exists "$IMAGE_NAME:$HASH"; then
-  log "podman import $IMAGE_NAME:$HASH"
-  tar --numeric-owner -C "$OUT/rootfs" -cf - . | podman import --quiet \
-    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' \
-    - "$IMAGE_NAME:$HASH" >/dev/null
-fi
-if command -v podman >/dev/null 2>&1; then
-  podman tag "$IMAGE_NAME:$HASH" "$IMAGE_NAME:latest"
-  for i in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep "^$IMAGE_NAME:" || true); do
-    case "$i" in "$IMAGE_NAME:$HASH"|"$IMAGE_NAME:latest") ;; *) podman rmi "$i" >/dev/null 2>&1 || true ;; esac
-  done
-fi
+  # Register the box with vagrant when it is missing or from other inputs.
+  if [ $with_box -eq 1 ] && command -v vagrant >/dev/null 2>&1; then
+    if ! vagrant box list 2>/dev/null | grep "^$BOX_NAME " >/dev/null \
+       || [ "$(cat "$LAB_CACHE/box-registered" 2>/dev/null)" != "$hash" ]; then
+      log "vagrant box add $BOX_NAME"
+      vagrant box add --force --name "$BOX_NAME" "$box" >/dev/null
+      echo "$hash" >"$LAB_CACHE/box-registered"
+    fi
+  fi
+  import_image "$out" "localhost/${LAB_SLUG}-debian$ver" "$hash"
+  dt=$(( $(date +%s) - t0 ))
+  log "debian$ver $state ($hash) in ${dt}s"
+  echo "box_build_debian${ver}_${state}_seconds=$dt"
+done
 
-log "box $state ($HASH) in $(( $(date +%s) - t0 ))s"
-echo "box_build_${state}_seconds=$(( $(date +%s) - t0 ))"
+# Cache entries of other inputs are dropped so the cache does not grow.
+for d in "$LAB_CACHE"/*/; do
+  [ -d "$d" ] || continue
+  n=$(basename "$d")
+  [[ " ${keep[*]} " == *" $n "* ]] || rm -rf "$d"
+done

@@ -3,18 +3,22 @@
 # person: run as root from the repo, e.g. `sudo bash scripts/lab/ci.sh`.
 #   1. host preparation (network guard first), controller tools
 #   2. yamllint + ansible-lint (production profile)
-#   3. the Debian 13 box and podman image (built or cached)
+#   3. the Debian 13 box and the Debian 13/12 podman images (built or cached)
 #   4. molecule test for every role
-#   5. the guard test: without the guard, `vagrant up` refuses to start a host
+#   5. the guard test: without the guard, `vagrant up` refuses to start a host;
+#      from here on a watcher checks the guard every 2 s while a host is up
 #   6. vagrant up --provider=lxc of the seven hosts (site.yml provisions them)
 #   7. checks from the controller (scripts/lab/check-lab.sh)
-#   8. vagrant destroy -f, then teardown — always, also after a failure (trap)
+#   8. a second site.yml run over the lab changes nothing
+#   9. vagrant destroy -f, then teardown, and a check that nothing is left —
+#      always, also after a failure (trap)
 # Prints "lab-timing:" lines and a final "N passed, N failed" line.
 # Safe to run twice; leaves nothing running or configured on the host.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 cd "$LAB_ROOT"
+export HOME=${HOME:-/root}
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 ANSIBLE_NOCOLOR=1
 
 passed=0; failed=0; timings=(); failures=()
@@ -33,6 +37,19 @@ step() {  # step NAME COMMAND... : run, time, count
   return $rc
 }
 
+WATCH=/tmp/${LAB_SLUG}-watch.$$
+WATCH_PID=
+
+# The guard watch: any sample with a lab host up and the guard incomplete fails CI.
+watch_verdict() {
+  [ -n "$WATCH_PID" ] || return 0
+  touch "$WATCH.stop"; wait "$WATCH_PID" 2>/dev/null; WATCH_PID=
+  WATCH_LINE=$(cat "$WATCH" 2>/dev/null)
+  log "guard watch: $WATCH_LINE"
+  [ -f "$WATCH.violations" ] && cat "$WATCH.violations" >&2
+  [[ $WATCH_LINE == *" violations=0 "* ]] && [[ $WATCH_LINE != "samples=0 "* ]]
+}
+
 finish() {
   local rc=$?
   trap - EXIT INT TERM
@@ -43,12 +60,15 @@ finish() {
     if vagrant destroy -f >/tmp/${LAB_SLUG}-destroy.log 2>&1; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("vagrant-destroy"); tail -n 20 /tmp/${LAB_SLUG}-destroy.log >&2; fi
     timings+=("vagrant-destroy=$(( $(date +%s) - t0 ))s")
   fi
+  [ -z "$WATCH_PID" ] || step guard-watch watch_verdict
+  rm -f "$WATCH" "$WATCH.stop" "$WATCH.violations"
   step teardown "$LAB_ROOT/scripts/lab/teardown-host.sh"
   step host-clean host_is_clean
   echo
   echo "lab-timing: total=$(( $(date +%s) - START ))s ${timings[*]}"
   [ -n "${BOX_LINE:-}" ] && echo "lab-timing: $BOX_LINE"
-  [ -n "${MEM_LINE:-}" ] && echo "lab-timing: $MEM_LINE"
+  [ -n "${MEM_LINE:-}" ] && echo "lab-timing: per-host peaks summed: $MEM_LINE"
+  [ -n "${WATCH_LINE:-}" ] && echo "lab-timing: sampled every 2 s: $WATCH_LINE"
   [ ${#failures[@]} -eq 0 ] || echo "lab: failed steps: ${failures[*]}"
   echo "$passed passed, $failed failed"
   [ $failed -eq 0 ] && [ $rc -eq 0 ] && exit 0
@@ -57,19 +77,35 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-# Nothing of the lab may be left after teardown.
+# Nothing of the lab may be left after teardown. The one exception is
+# molecule containers of another checkout still running on this machine
+# (never in CI): then the podman network, its settings and the guard stay,
+# as teardown-host.sh explains; this run's own containers must be gone.
 host_is_clean() {
-  local bad=0
+  local bad=0 foreign
+  foreign=$(molecule_containers)
   [ -z "$(lxc-ls -1 2>/dev/null | grep "^${LAB_SLUG}-" || true)" ] || { log "left: lxc containers"; bad=1; }
   ! ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || { log "left: $LAB_BRIDGE"; bad=1; }
   ! ip link show "$LXC_BRIDGE" >/dev/null 2>&1 || { log "left: $LXC_BRIDGE"; bad=1; }
-  ! nft list table inet "$GUARD_TABLE" >/dev/null 2>&1 || { log "left: nft guard"; bad=1; }
-  ! podman network exists "$MOL_NETWORK" 2>/dev/null || { log "left: podman network"; bad=1; }
-  [ -z "$(podman ps -aq --filter label=owner=molecule 2>/dev/null)" ] || { log "left: molecule containers"; bad=1; }
   [ ! -f /run/lxc/network_up ] || { log "left: lxc-net"; bad=1; }
   ! grep -q "${LAB_SLUG}-lab" /etc/default/lxc-net 2>/dev/null || { log "left: /etc/default/lxc-net block"; bad=1; }
-  [ ! -e /etc/containers/containers.conf.d/50-${LAB_SLUG}-lab.conf ] || { log "left: containers.conf drop-in"; bad=1; }
+  [ ! -e "$LAB_ETC" ] || { log "left: $LAB_ETC"; bad=1; }
+  local mine
+  mine=$(grep -E "^($(own_molecule_names | paste -sd'|'))$" <<<"$foreign" || true)
+  [ -z "$mine" ] || { log "left: this run's molecule containers: $mine"; bad=1; }
+  if [ -n "$foreign" ]; then
+    log "note: molecule containers of another checkout still run ($(echo $foreign)); podman network, podman settings and guard kept for them"
+  else
+    ! nft list table inet "$GUARD_TABLE" >/dev/null 2>&1 || { log "left: nft guard"; bad=1; }
+    ! podman network exists "$MOL_NETWORK" 2>/dev/null || { log "left: podman network"; bad=1; }
+    [ ! -e /etc/containers/containers.conf.d/50-${LAB_SLUG}-lab.conf ] || { log "left: containers.conf drop-in"; bad=1; }
+  fi
   return $bad
+}
+
+# Names of the platforms of this checkout's molecule scenarios.
+own_molecule_names() {
+  sed -n 's/^  - name: *//p' "$LAB_ROOT"/roles/*/molecule/*/molecule.yml 2>/dev/null
 }
 
 lint() {
@@ -80,9 +116,11 @@ box() {
   local out
   out=$("$LAB_ROOT/scripts/lab/build-box.sh") || return 1
   echo "$out"
-  local cold
-  cold=$(cat "$LAB_CACHE"/*/cold-seconds 2>/dev/null | head -n1 || true)
-  BOX_LINE="$out${cold:+ (cold build of the cached box: ${cold}s)}"
+  local cold="" f
+  for f in "$LAB_CACHE"/*/cold-seconds; do
+    [ -f "$f" ] && cold+=" $(basename "$(dirname "$f")" | cut -d- -f1)=$(cat "$f")s"
+  done
+  BOX_LINE="$(echo $out)${cold:+ (cold builds of the cached images:$cold)}"
 }
 
 molecule_all() { "$LAB_ROOT/scripts/lab/molecule.sh" test; }
@@ -90,11 +128,12 @@ molecule_all() { "$LAB_ROOT/scripts/lab/molecule.sh" test; }
 # Without the guard, the Vagrantfile's trigger must refuse to start a host.
 guard_refuses_up() {
   [ -z "$(lab_containers_running)" ] || { log "lab hosts already running"; return 1; }
-  "$LAB_ROOT/scripts/lab/guard.sh" remove
+  # The real guard stays up (molecule runs of other checkouts may rely on it);
+  # the trigger is pointed at a table that does not exist instead.
   local rc=0
-  vagrant up lb1 --provider=lxc >/tmp/${LAB_SLUG}-noguard.log 2>&1 || rc=$?
-  "$LAB_ROOT/scripts/lab/guard.sh" apply
-  "$LAB_ROOT/scripts/lab/guard.sh" check >/dev/null
+  QUEUESVC_GUARD_TABLE=${LAB_SLUG}_guard_absent vagrant up lb1 --provider=lxc \
+    >/tmp/${LAB_SLUG}-noguard.log 2>&1 || rc=$?
+  "$LAB_ROOT/scripts/lab/guard.sh" check >/dev/null || return 1
   if [ $rc -eq 0 ] || lxc-ls -1 | grep -q "^${LAB_SLUG}-"; then
     log "vagrant up started a host without the network guard"; return 1
   fi
@@ -120,12 +159,21 @@ idempotent_site() {
   ! grep -E 'changed=[1-9]' /tmp/${LAB_SLUG}-site2.log
 }
 
+# One lab per machine: whatever an earlier run or another checkout left
+# (hosts named queuesvc-*, host settings) goes first.
+if [ -n "$(lxc-ls -1 2>/dev/null | grep "^${LAB_SLUG}-" || true)" ] \
+   || nft list table inet "$GUARD_TABLE" >/dev/null 2>&1; then
+  log "leftovers of an earlier lab found: tearing down first"
+  "$LAB_ROOT/scripts/lab/teardown-host.sh" || true
+fi
 step prepare-host "$LAB_ROOT/scripts/lab/prepare-host.sh"
 step tools "$LAB_ROOT/scripts/lab/setup-tools.sh"
 use_venv
 step lint lint || true
 step box box
 step molecule molecule_all || true
+"$LAB_ROOT/scripts/lab/watch.sh" "$WATCH" &
+WATCH_PID=$!
 step guard-refuses-up guard_refuses_up
 step vagrant-up vagrant_up
 step lab-checks check_lab || true

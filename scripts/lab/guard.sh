@@ -82,6 +82,10 @@ apply() {
 
 check() {
   local ok=0 b
+  # QUEUESVC_GUARD_TABLE: look for another table name (ci.sh uses it to prove
+  # that the Vagrantfile refuses to start a host when the guard is absent,
+  # without dropping the real guard other runs may rely on).
+  local GUARD_TABLE=${QUEUESVC_GUARD_TABLE:-$GUARD_TABLE}
   if ! nft list table inet "$GUARD_TABLE" >/tmp/.${LAB_SLUG}-guard.$$ 2>/dev/null; then
     echo "guard: table inet $GUARD_TABLE missing" >&2; rm -f /tmp/.${LAB_SLUG}-guard.$$; return 1
   fi
@@ -116,6 +120,9 @@ remove() {
   need_root
   if [ -n "$(lab_containers_running)" ]; then
     die "lab hosts still running; refusing to drop the guard: $(lab_containers_running | tr '\n' ' ')"
+  fi
+  if [ -n "$(molecule_containers)" ]; then
+    die "molecule containers on $MOL_NETWORK; refusing to drop the guard: $(molecule_containers | tr '\n' ' ')"
   fi
   nft delete table inet "$GUARD_TABLE" 2>/dev/null || true
   log "network guard removed"

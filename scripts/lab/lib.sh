@@ -78,6 +78,13 @@ lab_containers_running() {
   lxc-ls --running -1 2>/dev/null | grep "^${LAB_SLUG}-" || true
 }
 
+# Containers on the molecule network, any state (ours or another checkout's).
+molecule_containers() {
+  command -v podman >/dev/null 2>&1 || return 0
+  podman network exists "$MOL_NETWORK" 2>/dev/null || return 0
+  podman ps -a --filter "network=$MOL_NETWORK" --format '{{.Names}}' 2>/dev/null || true
+}
+
 # Activate the project's Python tools (ansible, molecule, linters).
 use_venv() {
   [ -x "$VENV/bin/ansible-playbook" ] || die "no $VENV: run scripts/lab/setup-tools.sh"

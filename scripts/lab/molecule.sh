@@ -16,7 +16,9 @@ if [ ${#roles[@]} -eq 0 ]; then
 fi
 use_venv
 podman network exists "$MOL_NETWORK" 2>/dev/null || die "podman network $MOL_NETWORK missing: run scripts/lab/prepare-host.sh"
-podman image exists "$IMAGE_NAME:latest" || die "image $IMAGE_NAME:latest missing: run scripts/lab/build-box.sh"
+for img in "$IMAGE_NAME:latest" "localhost/${LAB_SLUG}-debian12:latest"; do
+  podman image exists "$img" || die "image $img missing: run scripts/lab/build-box.sh"
+done
 "$LAB_ROOT/scripts/lab/guard.sh" check >/dev/null || die "network guard missing: run scripts/lab/prepare-host.sh"
 QUEUESVC_MIRROR_IP=$(mirror_addrs | head -n1)
 export QUEUESVC_MIRROR_IP

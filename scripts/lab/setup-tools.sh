@@ -16,5 +16,6 @@ if ! "$PY" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/nu
 fi
 log "installing controller tools into $VENV"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ" >"$VENV/pip-install.log" 2>&1 \
+  || { tail -n 30 "$VENV/pip-install.log" >&2; die "pip install failed"; }
 echo "$want" >"$stamp"

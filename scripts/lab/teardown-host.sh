@@ -22,14 +22,15 @@ for c in $(lxc-ls -1 2>/dev/null | grep "^${LAB_SLUG}-" || true); do
   lxc-stop -k -n "$c" >/dev/null 2>&1 || true
   lxc-destroy -n "$c" >/dev/null 2>&1 || true
 done
-# molecule leftovers: containers on our podman network
-if command -v podman >/dev/null 2>&1; then
-  for c in $(podman ps -a --filter "network=$MOL_NETWORK" --format '{{.Names}}' 2>/dev/null); do
-    log "podman rm -f $c"; podman rm -f "$c" >/dev/null 2>&1 || true
-  done
-  if podman network exists "$MOL_NETWORK" 2>/dev/null; then
-    podman network rm "$MOL_NETWORK" >/dev/null && log "podman network rm $MOL_NETWORK"
-  fi
+# Molecule destroys its own containers. Containers still on the molecule
+# network belong to a molecule run of another checkout (or a crashed one):
+# they are not removed here, and while they exist the podman network, the
+# podman settings and the guard stay (they are lab hosts too).
+mol_left=$(molecule_containers)
+if [ -n "$mol_left" ]; then
+  log "molecule containers on $MOL_NETWORK remain ($(echo $mol_left)): keeping the podman network, podman settings and the guard; remove them (podman rm -f ...) and run teardown again"
+elif command -v podman >/dev/null 2>&1 && podman network exists "$MOL_NETWORK" 2>/dev/null; then
+  podman network rm "$MOL_NETWORK" >/dev/null && log "podman network rm $MOL_NETWORK"
 fi
 
 # 2. lxc-net (only if prepare-host.sh configured it)
@@ -43,23 +44,27 @@ if grep -qF "# BEGIN ${LAB_SLUG}-lab" "$DEFAULT" 2>/dev/null; then
 fi
 
 # 3. bridges, guard, sysctl
-for b in "$LAB_BRIDGE" ${MOL_BRIDGE:+"$MOL_BRIDGE"}; do
-  ip link show "$b" >/dev/null 2>&1 && { ip link del "$b"; log "bridge $b deleted"; }
-done
-"$LAB_ROOT/scripts/lab/guard.sh" remove
-if [ -f "$LAB_STATE/ip_forward.orig" ]; then
+ip link show "$LAB_BRIDGE" >/dev/null 2>&1 && { ip link del "$LAB_BRIDGE"; log "bridge $LAB_BRIDGE deleted"; }
+if [ -z "$mol_left" ] && [ -n "$MOL_BRIDGE" ] && ip link show "$MOL_BRIDGE" >/dev/null 2>&1; then
+  ip link del "$MOL_BRIDGE"; log "bridge $MOL_BRIDGE deleted"
+fi
+[ -n "$mol_left" ] || "$LAB_ROOT/scripts/lab/guard.sh" remove
+if [ -z "$mol_left" ] && [ -f "$LAB_STATE/ip_forward.orig" ]; then
   cat "$LAB_STATE/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward
 fi
 
 # 4. files
-rm -rf "$LAB_ETC" "$LAB_STATE"
-rm -f /etc/containers/containers.conf.d/50-${LAB_SLUG}-lab.conf
-rmdir /etc/containers/containers.conf.d 2>/dev/null || true
+rm -rf "$LAB_ETC"
+[ -n "$mol_left" ] || rm -rf "$LAB_STATE"
+if [ -z "$mol_left" ]; then
+  rm -f /etc/containers/containers.conf.d/50-${LAB_SLUG}-lab.conf
+  rmdir /etc/containers/containers.conf.d 2>/dev/null || true
+fi
 rm -f /etc/apt/sources.list.d/${LAB_SLUG}-lab-bookworm.sources /etc/apt/preferences.d/${LAB_SLUG}-lab-bookworm
 
 if [ $purge -eq 1 ]; then
   vagrant box remove --force "$BOX_NAME" >/dev/null 2>&1 || true
-  for i in $(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep "^$IMAGE_NAME:" || true); do podman rmi -f "$i" >/dev/null 2>&1 || true; done
+  [ -z "$mol_left" ] && for i in $(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep "^$IMAGE_NAME:" || true); do podman rmi -f "$i" >/dev/null 2>&1 || true; done
   rm -rf "$LAB_CACHE"
   log "purged box, image and cache"
 fi
