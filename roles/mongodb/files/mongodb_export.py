@@ -50,11 +50,22 @@ def dump(conf: dict, out: Path) -> None:
         for db_name in conf["databases"]:
             db = cl[db_name]
             for coll_name in sorted(db.list_collection_names()):
-                lines = [json_util.dumps(doc, json_options=OPTS) for doc in db[coll_name].find({}).sort("_id", 1)]
+                lines = [
+                    json_util.dumps(doc, json_options=OPTS)
+                    for doc in db[coll_name].find({}).sort("_id", 1)
+                ]
                 count += len(lines)
-                add(tar, f"{db_name}/{coll_name}.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+                add(
+                    tar,
+                    f"{db_name}/{coll_name}.jsonl",
+                    ("\n".join(lines) + "\n" if lines else "").encode(),
+                )
                 indexes = [
-                    {"keys": list(ix["key"].items()), "unique": bool(ix.get("unique", False)), "name": ix["name"]}
+                    {
+                        "keys": list(ix["key"].items()),
+                        "unique": bool(ix.get("unique", False)),
+                        "name": ix["name"],
+                    }
                     for ix in db[coll_name].list_indexes()
                     if ix["name"] != "_id_"
                 ]
@@ -79,7 +90,9 @@ def restore(conf: dict, archive: Path, drop: bool) -> None:
             docs = [json_util.loads(line) for line in data.splitlines() if line.strip()]
             for i in range(0, len(docs), BATCH):
                 batch = docs[i : i + BATCH]
-                coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in batch], ordered=False)
+                coll.bulk_write(
+                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in batch], ordered=False
+                )
             count += len(docs)
             ix_member = m.name.removesuffix(".jsonl") + ".indexes.json"
             try:
@@ -87,7 +100,9 @@ def restore(conf: dict, archive: Path, drop: bool) -> None:
             except KeyError:
                 indexes = []
             for ix in indexes:
-                coll.create_index([tuple(k) for k in ix["keys"]], unique=ix["unique"], name=ix["name"])
+                coll.create_index(
+                    [tuple(k) for k in ix["keys"]], unique=ix["unique"], name=ix["name"]
+                )
     print(f"restored {count} documents from {archive}")
 
 

@@ -33,7 +33,9 @@ if mode == "roundtrip":
     assert c.count_documents({"kind": "roundtrip"}) == 0
     print("roundtrip ok")
 elif mode == "refused":
-    noauth = MongoClient(f"mongodb://{host}:27017/?directConnection=true&serverSelectionTimeoutMS=10000")
+    noauth = MongoClient(
+        f"mongodb://{host}:27017/?directConnection=true&serverSelectionTimeoutMS=10000"
+    )
     try:
         noauth.queuesvc.verify.insert_one({"kind": "intruder"})
     except OperationFailure as exc:

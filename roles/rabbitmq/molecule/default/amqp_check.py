@@ -16,7 +16,9 @@ mode = sys.argv[1]
 
 
 def connect(u: str, p: str, vh: str) -> amqp.Connection:
-    conn = amqp.Connection(host=f"{host}:5672", userid=u, password=p, virtual_host=vh, connect_timeout=10)
+    conn = amqp.Connection(
+        host=f"{host}:5672", userid=u, password=p, virtual_host=vh, connect_timeout=10
+    )
     conn.connect()
     return conn
 
@@ -31,7 +33,9 @@ if mode == "roundtrip":
         # What the app does: a durable queue of its own, then publish and consume.
         ch.queue_declare("verify.roundtrip", durable=True, auto_delete=False)
         ch.queue_bind("verify.roundtrip", "queuesvc", routing_key="verify.roundtrip")
-        ch.basic_publish(amqp.Message(body, delivery_mode=2), exchange="queuesvc", routing_key="verify.roundtrip")
+        ch.basic_publish(
+            amqp.Message(body, delivery_mode=2), exchange="queuesvc", routing_key="verify.roundtrip"
+        )
         msg = None
         for _ in range(50):
             msg = ch.basic_get("verify.roundtrip", no_ack=False)
@@ -45,12 +49,21 @@ if mode == "roundtrip":
     print(f"roundtrip ok: {body}")
 elif mode == "refused":
     # Each (user, password, vhost) must be refused at login or on opening the vhost.
-    cases = [("guest", "guest", "/"), ("guest", "guest", vhost), (user, password + "x", vhost), (user, password, "/")]
+    cases = [
+        ("guest", "guest", "/"),
+        ("guest", "guest", vhost),
+        (user, password + "x", vhost),
+        (user, password, "/"),
+    ]
     for u, p, vh in cases:
         try:
             with connect(u, p, vh) as conn:
                 conn.channel()
-        except (amqp.exceptions.AccessRefused, amqp.exceptions.NotAllowed, amqp.exceptions.ConnectionForced) as exc:
+        except (
+            amqp.exceptions.AccessRefused,
+            amqp.exceptions.NotAllowed,
+            amqp.exceptions.ConnectionForced,
+        ) as exc:
             print(f"refused as expected: user={u} vhost={vh}: {type(exc).__name__}")
         else:
             sys.exit(f"NOT refused: user={u} vhost={vh}")

@@ -37,7 +37,13 @@ class Handler(BaseHTTPRequestHandler):
             "received": length - left,
             "headers": {
                 k: self.headers.get(k)
-                for k in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Connection")
+                for k in (
+                    "Host",
+                    "X-Forwarded-For",
+                    "X-Forwarded-Proto",
+                    "X-Request-ID",
+                    "Connection",
+                )
             },
         }
         if self.path.startswith("/api/big"):
@@ -51,7 +57,7 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = handle_any
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
