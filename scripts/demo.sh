@@ -25,23 +25,6 @@ esac
 bash scripts/python-env.sh
 bash scripts/lab/up.sh
 
-say() { printf '\n== %s\n' "$*"; }
 # The lab's certificate is self-signed on lb1 (-k); see inventories/vagrant.
-say "curl -k $LB/health"
-curl -sk "$LB/health"; echo
-say "curl -k -X POST $LB/api/items -d '{\"name\": \"Test Item\"}'"
-curl -sk -X POST "$LB/api/items" -d '{"name": "Test Item"}'; echo
-say "curl -k -X POST $LB/api/async/process -d '{\"data\": \"heavy task\", \"iterations\": 100}'"
-submitted=$(curl -sk -X POST "$LB/api/async/process" -d '{"data": "heavy task", "iterations": 100}')
-echo "$submitted"
-task_id=$(sed -E 's/.*"task_id":"([^"]+)".*/\1/' <<<"$submitted")
-say "curl -k $LB/api/async/status/$task_id (until it finishes)"
-status=""
-for _ in $(seq 150); do
-    status=$(curl -sk "$LB/api/async/status/$task_id")
-    grep -qE '"status":"(SUCCESS|FAILURE|REVOKED)"' <<<"$status" && break
-    sleep 0.2
-done
-echo "$status" | cut -c1-300
-grep -q '"status":"SUCCESS"' <<<"$status" || { echo "smoke check failed" >&2; exit 1; }
-say "the lab is up: $LB (API docs at $LB/docs); stop it with: scripts/demo.sh lab-stop"
+bash scripts/smoke.sh "$LB" -k
+printf '\n== the lab is up: %s (API docs at %s/docs); stop it with: scripts/demo.sh lab-stop\n' "$LB" "$LB"

@@ -72,20 +72,5 @@ if ! curl -sf "$API/health/live" >/dev/null; then
     exit 1
 fi
 
-log "curl $API/health"
-curl -s "$API/health"; echo
-log "curl -X POST $API/api/items -d '{\"name\": \"Test Item\"}'"
-curl -s -X POST "$API/api/items" -d '{"name": "Test Item"}'; echo
-log "curl -X POST $API/api/async/process -d '{\"data\": \"heavy task\", \"iterations\": 100}'"
-submitted=$(curl -s -X POST "$API/api/async/process" -d '{"data": "heavy task", "iterations": 100}')
-echo "$submitted"
-task_id=$(sed -E 's/.*"task_id":"([^"]+)".*/\1/' <<<"$submitted")
-log "curl $API/api/async/status/$task_id (until it finishes)"
-for _ in $(seq 100); do
-    status=$(curl -s "$API/api/async/status/$task_id")
-    grep -qE '"status":"(SUCCESS|FAILURE|REVOKED)"' <<<"$status" && break
-    sleep 0.2
-done
-echo "$status" | cut -c1-300
-grep -q '"status":"SUCCESS"' <<<"$status" || { echo "smoke check failed" >&2; exit 1; }
+bash scripts/smoke.sh "$API"
 log "up: API $API (docs at $API/docs); logs in $STATE; stop with: scripts/local-demo.sh stop"
