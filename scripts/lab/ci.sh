@@ -107,9 +107,15 @@ host_is_clean() {
   return $bad
 }
 
-# Names of the platforms of this checkout's molecule scenarios.
+# Names of the platforms of the molecule scenarios this run tests.
 own_molecule_names() {
-  sed -n 's/^  - name: *//p' "$LAB_ROOT"/roles/*/molecule/*/molecule.yml 2>/dev/null
+  local files=() role
+  if [ -n "${MOLECULE_ROLE_NAMES:-}" ]; then
+    for role in $MOLECULE_ROLE_NAMES; do files+=("$LAB_ROOT"/roles/"$role"/molecule/*/molecule.yml); done
+  else
+    files=("$LAB_ROOT"/roles/*/molecule/*/molecule.yml)
+  fi
+  sed -n 's/^  - name: *//p' "${files[@]}" 2>/dev/null
 }
 
 lint() {
@@ -129,12 +135,16 @@ box() {
 
 LAB_TIERS=${QUEUESVC_LAB_TIERS:-all}
 case $LAB_TIERS in
-  all) SITE_TAGS=""; MOLECULE_ROLES=() ;;
-  common) SITE_TAGS=common; MOLECULE_ROLES=(-r common) ;;
+  all) SITE_TAGS=""; MOLECULE_ROLE_NAMES="" ;;
+  common) SITE_TAGS=common; MOLECULE_ROLE_NAMES=common ;;
   *) die "QUEUESVC_LAB_TIERS must be all or common" ;;
 esac
 export QUEUESVC_SITE_TAGS=$SITE_TAGS
-molecule_all() { "$LAB_ROOT/scripts/lab/molecule.sh" "${MOLECULE_ROLES[@]}" test; }
+molecule_all() {
+  local args=() role
+  for role in $MOLECULE_ROLE_NAMES; do args+=(-r "$role"); done
+  "$LAB_ROOT/scripts/lab/molecule.sh" "${args[@]}" test
+}
 
 # Without the guard, the Vagrantfile's trigger must refuse to start a host.
 guard_refuses_up() {
