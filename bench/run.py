@@ -44,6 +44,7 @@ from tests.integration.services import (  # noqa: E402
     Process,
     free_port,
     load_dev_env,
+    purge_queues,
     wait_http_ok,
 )
 
@@ -151,26 +152,6 @@ def raw_find_one_rate(
     for thread in threads:
         thread.join()
     return sum(counts) / seconds
-
-
-def purge_queues(env: dict[str, str]) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "purge",
-            "-f",
-            "-Q",
-            "default,imports",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def print_table(results: dict[str, Figures], baseline: Figures | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.integration.services import (
     free_port,
     gunicorn_api,
     load_dev_env,
+    purge_queues,
     wait_http_ok,
     wait_until,
 )
@@ -100,23 +100,7 @@ def app_env(dev_env: dict[str, str], mongo: MongoEmulator | None) -> dict[str, s
 @pytest.fixture(scope="session")
 def broker_purged(app_env: dict[str, str]) -> None:
     """Start from empty queues: earlier runs may have left messages."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "purge",
-            "-f",
-            "-Q",
-            "default,imports",
-        ],
-        env=app_env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    purge_queues(app_env)
 
 
 @pytest.fixture(scope="session")

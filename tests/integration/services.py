@@ -183,6 +183,27 @@ def gunicorn_api(env: dict[str, str], log: Path, port: int) -> Process:
     )
 
 
+def purge_queues(env: dict[str, str]) -> None:
+    """Empty the service's queues (messages left by an earlier run)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "purge",
+            "-f",
+            "-Q",
+            "default,imports",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def wait_http_ok(url: str, timeout: float = 30) -> None:
     def ok() -> bool:
         try:
