@@ -139,9 +139,12 @@ case $LAB_TIERS in
   common) SITE_TAGS=common; MOLECULE_ROLE_NAMES=common ;;
   *) die "QUEUESVC_LAB_TIERS must be all or common" ;;
 esac
+# QUEUESVC_MOLECULE_ROLES overrides which roles' scenarios run ("none": skip).
+MOLECULE_ROLE_NAMES=${QUEUESVC_MOLECULE_ROLES:-$MOLECULE_ROLE_NAMES}
 export QUEUESVC_SITE_TAGS=$SITE_TAGS
 molecule_all() {
   local args=() role
+  [ "$MOLECULE_ROLE_NAMES" != none ] || { log "molecule skipped (QUEUESVC_MOLECULE_ROLES=none)"; return 0; }
   for role in $MOLECULE_ROLE_NAMES; do args+=(-r "$role"); done
   "$LAB_ROOT/scripts/lab/molecule.sh" "${args[@]}" test
 }
