@@ -17,9 +17,13 @@ worker_class = "uvicorn_worker.UvicornWorker"
 graceful_timeout = 30
 timeout = 60
 keepalive = 5
-# Recycle workers now and then to bound memory growth.
-max_requests = 20000
-max_requests_jitter = 2000
+# No max_requests recycling: under balanced load every worker of every app
+# server reaches the limit together, and a 2 s reboot of all of them at once
+# made nginx mark the whole upstream down (measured through the lab's lb1).
+# gunicornc's control socket where the unit provides a place, off elsewhere
+# (its default, $HOME/.gunicorn, is read-only under ProtectSystem=strict).
+control_socket = os.environ.get("APP_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 accesslog = "-" if os.environ.get("APP_ACCESS_LOG") == "1" else None
 errorlog = "-"
 proc_name = "queuesvc-api"

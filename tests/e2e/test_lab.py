@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -98,20 +101,20 @@ def test_stopping_one_api_loses_no_get(client: httpx.Client, ansible: Any) -> No
         )
 
 
-def test_rolling_deploy_under_load_has_no_failed_request(
-    lab: dict[str, str], client: httpx.Client, ansible: Any
-) -> None:
-    item = client.post("/api/items", json={"name": "deploy-load"}).json()
+@contextmanager
+def bounded_load(lab: dict[str, str], item_id: str) -> Iterator[Counter[str]]:
+    """Four clients looping GET, GET item and POST task until the block ends
+    (at most 10 minutes); yields the count of status codes and errors."""
     stop = threading.Event()
     outcomes: Counter[str] = Counter()
 
-    def load() -> None:  # bounded: stops with the deploy, at most 10 minutes
+    def load() -> None:
         with httpx.Client(base_url=lab["url"], verify=_verify(lab), timeout=10) as http:
             end = time.monotonic() + 600
             while not stop.is_set() and time.monotonic() < end:
                 for method, path, body in (
                     ("GET", "/health/live", None),
-                    ("GET", f"/api/items/{item['id']}", None),
+                    ("GET", f"/api/items/{item_id}", None),
                     ("POST", "/api/async/process", {"data": "deploy", "iterations": 5}),
                 ):
                     try:
@@ -124,22 +127,65 @@ def test_rolling_deploy_under_load_has_no_failed_request(
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
-    started = time.monotonic()
     try:
-        ansible(
-            "ansible-playbook",
-            "ansible/deploy.yml",
-            "-e",
-            f"app_release_label=e2e{int(time.time())}",
-        )
+        yield outcomes
     finally:
-        duration = time.monotonic() - started
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def current_releases(ansible: Any) -> dict[str, str]:
+    """Where /opt/queuesvc/current points on each app server."""
+    result = ansible(
+        "ansible",
+        "app_servers",
+        "-b",
+        "-m",
+        "ansible.builtin.command",
+        "-a",
+        "readlink /opt/queuesvc/current",
+    )
+    releases = dict(re.findall(r"^(app\d+) \| CHANGED \| rc=0 >>\n(\S+)$", result.stdout, re.M))
+    assert set(releases) == APP_SERVERS, result.stdout
+    return releases
+
+
+def test_rolling_deploy_under_load_has_no_failed_request(
+    lab: dict[str, str], client: httpx.Client, ansible: Any
+) -> None:
+    item = client.post("/api/items", json={"name": "deploy-load"}).json()
+    before = current_releases(ansible)
+    label = f"e2e{int(time.time())}"
+    started = time.monotonic()
+    with bounded_load(lab, item["id"]) as outcomes:
+        ansible("ansible-playbook", "ansible/deploy.yml", "-e", f"app_release_label={label}")
+        duration = time.monotonic() - started
     failures = {code: n for code, n in outcomes.items() if not code.startswith("2")}
     record(
         f"rolling deploy of 3 app servers: {duration:.0f} s; requests under load: "
         f"{sum(outcomes.values())}, non-2xx or errors: {sum(failures.values())} {failures}"
     )
     assert not failures, failures
+    after = current_releases(ansible)
+    assert all(path.endswith(f"-{label}") for path in after.values()), after
+    assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
+
+
+def test_rollback_under_load_returns_to_the_previous_release(
+    lab: dict[str, str], client: httpx.Client, ansible: Any
+) -> None:
+    """Runs after the deploy test: every app server goes back one release."""
+    item = client.post("/api/items", json={"name": "rollback-load"}).json()
+    before = current_releases(ansible)
+    with bounded_load(lab, item["id"]) as outcomes:
+        ansible("ansible-playbook", "ansible/rollback.yml")
+    failures = {code: n for code, n in outcomes.items() if not code.startswith("2")}
+    record(
+        f"rollback of 3 app servers: requests under load: {sum(outcomes.values())}, "
+        f"non-2xx or errors: {sum(failures.values())} {failures}"
+    )
+    assert not failures, failures
+    after = current_releases(ansible)
+    assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
+    assert client.get("/health").status_code == 200
