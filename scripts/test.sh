@@ -4,7 +4,7 @@
 # the static checks of the deployment (yamllint, ansible-lint), and the lab
 # (scripts/lab/ci.sh: molecule, the seven-host lab, its checks; always torn
 # down). Run as root on Debian 12/13.
-#   QUEUESVC_LAB_TIERS=common (default here) or all: see scripts/lab/ci.sh
+#   QUEUESVC_LAB_TIERS=all (default) or common: see scripts/lab/ci.sh
 #   QUEUESVC_SKIP_LAB=1: stop after the service's tests
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +27,6 @@ bash scripts/lab/setup-tools.sh
 echo "== unit and integration tests"
 .venv/bin/pytest -p no:cacheprovider -q -ra --durations=5 tests/unit tests/integration
 if [[ -z ${QUEUESVC_SKIP_LAB:-} ]]; then
-    echo "== the lab: molecule, seven hosts, checks (tiers: ${QUEUESVC_LAB_TIERS:-common})"
-    QUEUESVC_LAB_TIERS=${QUEUESVC_LAB_TIERS:-common} bash scripts/lab/ci.sh
+    echo "== the lab: molecule, seven hosts, checks (tiers: ${QUEUESVC_LAB_TIERS:-all})"
+    QUEUESVC_LAB_TIERS=${QUEUESVC_LAB_TIERS:-all} bash scripts/lab/ci.sh
 fi

@@ -4,19 +4,25 @@
 #   1. host preparation (network guard first), controller tools
 #   2. yamllint + ansible-lint (production profile)
 #   3. the Debian 13 box and the Debian 13/12 podman images (built or cached)
-#   4. molecule test for every role
+#   4. molecule test of every role's scenarios, three at a time
 #   5. the guard test: without the guard, `vagrant up` refuses to start a host;
 #      from here on a watcher checks the guard every 2 s while a host is up
 #   6. vagrant up --provider=lxc of the seven hosts (site.yml provisions them)
 #   7. checks from the controller (scripts/lab/check-lab.sh)
 #   8. a second site.yml run over the lab changes nothing
-#   9. vagrant destroy -f, then teardown, and a check that nothing is left —
+#   9. the data tier answers the app servers and nothing else
+#      (ansible/lab-check-data.yml), the end-to-end tests through lb1
+#      (tests/e2e: rolling deploy and rollback under load included), and the
+#      benchmark through lb1
+#  10. vagrant destroy -f, then teardown, and a check that nothing is left —
 #      always, also after a failure (trap)
 # Prints "lab-timing:" lines and a final "N passed, N failed" line.
 #
-# QUEUESVC_LAB_TIERS: "all" (default) tests every role and deploys every tier;
-# "common" tests the common role and provisions the lab with site.yml's
-# common tier only (the scope CI runs until the tiers' lab runs are proven).
+# QUEUESVC_LAB_TIERS: "all" (default, what CI runs) tests every role's
+# scenarios and deploys every tier, then the data checks, the end-to-end
+# tests and the benchmark through lb1; "common" tests the common role and
+# provisions the lab with site.yml's common tier only (a quick look).
+# QUEUESVC_MOLECULE_ROLES: the roles whose scenarios run ("none": skip).
 # Safe to run twice; leaves nothing running or configured on the host.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -142,8 +148,10 @@ esac
 # QUEUESVC_MOLECULE_ROLES overrides which roles' scenarios run ("none": skip).
 MOLECULE_ROLE_NAMES=${QUEUESVC_MOLECULE_ROLES:-$MOLECULE_ROLE_NAMES}
 export QUEUESVC_SITE_TAGS=$SITE_TAGS
+# Scenarios run QUEUESVC_MOLECULE_JOBS (3) at a time: most of their time is
+# spent waiting on apt and systemd, not on CPU.
 molecule_all() {
-  local args=() role
+  local args=(-j "${QUEUESVC_MOLECULE_JOBS:-3}") role
   [ "$MOLECULE_ROLE_NAMES" != none ] || { log "molecule skipped (QUEUESVC_MOLECULE_ROLES=none)"; return 0; }
   for role in $MOLECULE_ROLE_NAMES; do args+=(-r "$role"); done
   "$LAB_ROOT/scripts/lab/molecule.sh" "${args[@]}" test
