@@ -6,7 +6,9 @@ base=${1:?usage: smoke.sh BASE_URL [CURL_OPTION...]}
 shift
 say() { printf '\n== %s\n' "$*"; }
 say "curl $base/health"
-curl -s "$@" "$base/health"; echo
+health=$(curl -s "$@" "$base/health")
+echo "$health"
+grep -q '"status":"healthy"' <<<"$health" || { echo "smoke check failed: not healthy" >&2; exit 1; }
 say "curl -X POST $base/api/items -d '{\"name\": \"Test Item\"}'"
 curl -s "$@" -X POST "$base/api/items" -d '{"name": "Test Item"}'; echo
 say "curl -X POST $base/api/async/process -d '{\"data\": \"heavy task\", \"iterations\": 100}'"
