@@ -151,23 +151,40 @@ def current_releases(ansible: Any) -> dict[str, str]:
     return releases
 
 
-def test_rolling_deploy_under_load_has_no_failed_request(
-    lab: dict[str, str], client: httpx.Client, ansible: Any
-) -> None:
-    item = client.post("/api/items", json={"name": "deploy-load"}).json()
+def playbook_under_load(
+    lab: dict[str, str], client: httpx.Client, ansible: Any, what: str, *playbook: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Run ansible-playbook under bounded load and record how long it took and
+    how the requests fared; not one may fail. Returns where each app server's
+    `current` pointed before and after."""
+    item = client.post("/api/items", json={"name": "under-load"}).json()
     before = current_releases(ansible)
-    label = f"e2e{int(time.time())}"
     started = time.monotonic()
     with bounded_load(lab, item["id"]) as outcomes:
-        ansible("ansible-playbook", "ansible/deploy.yml", "-e", f"app_release_label={label}")
+        ansible("ansible-playbook", *playbook)
         duration = time.monotonic() - started
     failures = {code: n for code, n in outcomes.items() if not code.startswith("2")}
     record(
-        f"rolling deploy of 3 app servers: {duration:.0f} s; requests under load: "
+        f"{what} of 3 app servers: {duration:.0f} s; requests under load: "
         f"{sum(outcomes.values())}, non-2xx or errors: {sum(failures.values())} {failures}"
     )
     assert not failures, failures
-    after = current_releases(ansible)
+    return before, current_releases(ansible)
+
+
+def test_rolling_deploy_under_load_has_no_failed_request(
+    lab: dict[str, str], client: httpx.Client, ansible: Any
+) -> None:
+    label = f"e2e{int(time.time())}"
+    before, after = playbook_under_load(
+        lab,
+        client,
+        ansible,
+        "rolling deploy",
+        "ansible/deploy.yml",
+        "-e",
+        f"app_release_label={label}",
+    )
     assert all(path.endswith(f"-{label}") for path in after.values()), after
     assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
 
@@ -176,16 +193,6 @@ def test_rollback_under_load_returns_to_the_previous_release(
     lab: dict[str, str], client: httpx.Client, ansible: Any
 ) -> None:
     """Runs after the deploy test: every app server goes back one release."""
-    item = client.post("/api/items", json={"name": "rollback-load"}).json()
-    before = current_releases(ansible)
-    with bounded_load(lab, item["id"]) as outcomes:
-        ansible("ansible-playbook", "ansible/rollback.yml")
-    failures = {code: n for code, n in outcomes.items() if not code.startswith("2")}
-    record(
-        f"rollback of 3 app servers: requests under load: {sum(outcomes.values())}, "
-        f"non-2xx or errors: {sum(failures.values())} {failures}"
-    )
-    assert not failures, failures
-    after = current_releases(ansible)
+    before, after = playbook_under_load(lab, client, ansible, "rollback", "ansible/rollback.yml")
     assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
     assert client.get("/health").status_code == 200
