@@ -135,8 +135,8 @@ def bounded_load(lab: dict[str, str], item_id: str) -> Iterator[Counter[str]]:
             thread.join()
 
 
-def current_releases(ansible: Any) -> dict[str, str]:
-    """Where /opt/queuesvc/current points on each app server."""
+def releases(ansible: Any, link: str = "current") -> dict[str, str]:
+    """Where /opt/queuesvc/<link> (current or previous) points on each app server."""
     result = ansible(
         "ansible",
         "app_servers",
@@ -144,7 +144,7 @@ def current_releases(ansible: Any) -> dict[str, str]:
         "-m",
         "ansible.builtin.command",
         "-a",
-        "readlink /opt/queuesvc/current",
+        f"readlink /opt/queuesvc/{link}",
     )
     releases = dict(re.findall(r"^(app\d+) \| CHANGED \| rc=0 >>\n(\S+)$", result.stdout, re.M))
     assert set(releases) == APP_SERVERS, result.stdout
@@ -158,7 +158,7 @@ def playbook_under_load(
     how the requests fared; not one may fail. Returns where each app server's
     `current` pointed before and after."""
     item = client.post("/api/items", json={"name": "under-load"}).json()
-    before = current_releases(ansible)
+    before = releases(ansible)
     started = time.monotonic()
     with bounded_load(lab, item["id"]) as outcomes:
         ansible("ansible-playbook", *playbook)
@@ -169,7 +169,7 @@ def playbook_under_load(
         f"{sum(outcomes.values())}, non-2xx or errors: {sum(failures.values())} {failures}"
     )
     assert not failures, failures
-    return before, current_releases(ansible)
+    return before, releases(ansible)
 
 
 def test_rolling_deploy_under_load_has_no_failed_request(
@@ -187,12 +187,16 @@ def test_rolling_deploy_under_load_has_no_failed_request(
     )
     assert all(path.endswith(f"-{label}") for path in after.values()), after
     assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
+    assert releases(ansible, "previous") == before
 
 
 def test_rollback_under_load_returns_to_the_previous_release(
     lab: dict[str, str], client: httpx.Client, ansible: Any
 ) -> None:
-    """Runs after the deploy test: every app server goes back one release."""
+    """Runs after the deploy test: every app server goes back to the release
+    it ran before, and that deploy becomes the previous one."""
+    previous = releases(ansible, "previous")
     before, after = playbook_under_load(lab, client, ansible, "rollback", "ansible/rollback.yml")
-    assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
+    assert after == previous, (previous, after)
+    assert releases(ansible, "previous") == before
     assert client.get("/health").status_code == 200
