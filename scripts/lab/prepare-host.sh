@@ -20,8 +20,10 @@ log "preparing host (Debian $REL)"
 mkdir -p "$LAB_STATE" "$LAB_ETC"
 
 # ---------------------------------------------------------------- 1. packages
-BASE_PKGS=(vagrant lxc debootstrap debian-archive-keyring podman runc nftables
-           dnsmasq-base iproute2 sudo rsync python3-venv ca-certificates curl)
+# lxc-templates: the box's lxc-config includes its debian.common.conf (only a
+# Recommends of lxc, so --no-install-recommends would leave it out).
+BASE_PKGS=(vagrant lxc lxc-templates debootstrap debian-archive-keyring podman runc
+           nftables dnsmasq-base iproute2 sudo rsync python3-venv ca-certificates curl)
 apt_install "${BASE_PKGS[@]}"
 
 if [ "$REL" = 12 ]; then
