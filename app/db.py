@@ -12,6 +12,7 @@ from app.settings import Settings
 
 ITEMS = "items"
 TASK_RESULTS = "task_results"
+DEAD_LETTERS = "dead_letters"
 
 INDEXES: dict[str, list[IndexModel]] = {
     ITEMS: [
@@ -26,6 +27,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("name", ASCENDING), ("_id", DESCENDING)], name="name_newest"),
     ],
     TASK_RESULTS: [IndexModel([("finished_at", DESCENDING)], name="finished_newest")],
+    DEAD_LETTERS: [IndexModel([("dead_at", DESCENDING), ("_id", DESCENDING)], name="dead_newest")],
 }
 
 

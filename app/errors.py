@@ -1,4 +1,8 @@
-"""Every error answers JSON with a `detail`; dependency outages are 503, not 500."""
+"""Every error answers JSON with a `detail`; dependency outages are 503, not 500.
+
+A 503 carries `Retry-After` (APP_RETRY_AFTER_SECONDS): the client may try
+again, and nginx passes it on without counting the app server as failed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.publisher import BrokerUnavailable
@@ -19,9 +24,15 @@ def _json(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+def _unavailable(request: Request, detail: str) -> JSONResponse:
+    response = _json(503, detail)
+    response.headers["Retry-After"] = str(request.app.state.retry_after_seconds)
+    return response
+
+
 async def mongodb_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("MongoDB unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return _json(503, "MongoDB is unavailable; try again shortly")
+    return _unavailable(request, "MongoDB is unavailable; try again shortly")
 
 
 async def mongodb_error(request: Request, exc: Exception) -> JSONResponse:
@@ -31,12 +42,19 @@ async def mongodb_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return _json(503, "the task status store (Redis) is unavailable; try again shortly")
+    return _unavailable(request, "the task status store (Redis) is unavailable; try again shortly")
+
+
+async def redis_full(request: Request, exc: Exception) -> JSONResponse:
+    log.error("Redis full on %s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(request, "the task status store (Redis) is full; the task was not accepted")
 
 
 async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("broker unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return _json(503, "the task queue (RabbitMQ) is unavailable; the task was not accepted")
+    return _unavailable(
+        request, "the task queue (RabbitMQ) is unavailable; the task was not accepted"
+    )
 
 
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -44,10 +62,12 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _json(500, "internal server error")
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, retry_after_seconds: int) -> None:
+    app.state.retry_after_seconds = retry_after_seconds
     app.add_exception_handler(ConnectionFailure, mongodb_unavailable)
     app.add_exception_handler(PyMongoError, mongodb_error)
     app.add_exception_handler(RedisConnectionError, redis_unavailable)
     app.add_exception_handler(RedisTimeoutError, redis_unavailable)
+    app.add_exception_handler(RedisOutOfMemoryError, redis_full)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Response
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -20,6 +19,7 @@ from app.content_type import FormBodyAsJson
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
 from app.publisher import TaskPublisher
+from app.redis_client import async_client as redis_client_for
 from app.resources import Resources
 from app.settings import Settings, get_settings
 from app.status import AsyncStatusStore
@@ -52,18 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = db.async_client(settings)
         database = mongo[settings.mongodb_database]
-        # A bounded pool that makes a burst wait for a connection instead of failing.
-        redis_client = aioredis.Redis.from_pool(
-            aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url.get_secret_value(),
-                max_connections=settings.redis_max_connections,
-                timeout=settings.redis_pool_timeout_seconds,
-                decode_responses=True,
-                socket_connect_timeout=1,
-                socket_timeout=2,
-                health_check_interval=30,
-            )
-        )
+        redis_client = redis_client_for(settings)
         status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
         publisher = TaskPublisher(
             celery_app,
@@ -102,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(items.router)
     app.include_router(tasks.router)
-    errors.install(app)
+    errors.install(app, settings.retry_after_seconds)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -21,11 +21,12 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from celery import Celery
+from kombu import Queue
 from kombu.compression import compress
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 
-from app.celery_app import EXCHANGE, QUEUE_NAMES, queue_for
+from app.celery_app import dead_letter_queue, queue_for
 from app.metrics import TASKS_SUBMITTED
 from app.status import AsyncStatusStore
 
@@ -48,6 +49,7 @@ class TaskPublisher:
         max_retries: int,
     ) -> None:
         self._celery = celery
+        self._queues: tuple[Queue, ...] = tuple(celery.conf.task_queues)
         self._status = status
         self._url = url
         self._timeout = timeout
@@ -59,10 +61,16 @@ class TaskPublisher:
         self._connecting = asyncio.Lock()
 
     async def submit(
-        self, name: str, *, total: int, args: list[Any], compression: str | None = None
+        self,
+        name: str,
+        *,
+        total: int,
+        args: list[Any],
+        compression: str | None = None,
+        task_id: str | None = None,
     ) -> str:
         """Record the task as PENDING, then publish it; returns the task id."""
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         message = self._message(task_id, name, args, compression)
         # The record exists before any worker can see the message.
         await self._status.create(task_id, name, total)
@@ -132,15 +140,27 @@ class TaskPublisher:
                         client_properties={"connection_name": self._origin},
                     )
                     self._channel = await self._connection.channel(publisher_confirms=True)
-                    # The same durable exchange and queues the workers declare, so a
-                    # message is never routed to nowhere before a worker has started.
-                    self._exchange = await self._channel.declare_exchange(
-                        EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-                    )
-                    for queue_name in QUEUE_NAMES:
-                        queue = await self._channel.declare_queue(queue_name, durable=True)
-                        await queue.bind(self._exchange, routing_key=queue_name)
+                    self._exchange = await self._declare(self._channel)
             return self._exchange
+
+    async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
+        """Declare the dead-letter queue and the workers' queues (app.celery_app, the
+        same arguments), so a message is never routed to nowhere before a worker
+        has started; returns the task exchange."""
+        await self._declare_queue(channel, dead_letter_queue())
+        exchanges = [await self._declare_queue(channel, queue) for queue in self._queues]
+        return exchanges[0]
+
+    @staticmethod
+    async def _declare_queue(channel: AbstractChannel, queue: Queue) -> AbstractExchange:
+        exchange = await channel.declare_exchange(
+            queue.exchange.name, aio_pika.ExchangeType(queue.exchange.type), durable=True
+        )
+        declared = await channel.declare_queue(
+            queue.name, durable=True, arguments=queue.queue_arguments
+        )
+        await declared.bind(exchange, routing_key=queue.routing_key or "")
+        return exchange
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None

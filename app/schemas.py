@@ -90,6 +90,9 @@ class TaskStatus(BaseModel):
     worker: str | None = Field(default=None, description="The Celery worker that ran it.")
     result: Any | None = None
     error: str | None = None
+    # When the record last changed: what /result reports as finished_at while the
+    # outcome is in Redis only; not part of the status body.
+    updated_at: datetime | None = Field(default=None, exclude=True)
 
 
 class TaskResult(BaseModel):
@@ -104,3 +107,23 @@ class TaskResult(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: Any
+
+
+class DeadLetter(BaseModel):
+    task_id: str
+    task: str = Field(description="The task's name; empty when the message was not a task.")
+    queue: str = Field(description="The queue it was dead-lettered from.")
+    reason: str = Field(description="RabbitMQ's reason: delivery_limit, rejected, ...")
+    error: str
+    replayable: bool = Field(description="Whether POST .../replay can submit it again.")
+    replayed_as: str | None = Field(default=None, description="The task id of its replay.")
+    dead_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetter]
+    total: int
+
+
+class TaskReplayed(TaskSubmitted):
+    replay_of: str

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
         "?authSource=admin&authMechanism=SCRAM-SHA-256"
     )
     mongodb_database: str = Field(default="queuesvc", min_length=1)
-    mongodb_timeout_ms: int = Field(default=2000, ge=100, le=60_000)
+    # Server selection and connect timeout: a route that needs MongoDB answers 503
+    # within about this long while it is down.
+    mongodb_timeout_ms: int = Field(default=1500, ge=100, le=60_000)
     redis_url: SecretStr = SecretStr("redis://:change-me@127.0.0.1:6379/0")
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     redis_pool_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -58,8 +60,13 @@ class Settings(BaseSettings):
     publish_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     publish_max_retries: int = Field(default=2, ge=0, le=10)
 
-    # Task status records in Redis.
+    # Task status records in Redis: unfinished ones live a day; finished ones only
+    # long enough for clients polling the end (the result stays in MongoDB).
     status_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    status_final_ttl_seconds: int = Field(default=600, ge=10)
+
+    # Seconds a client is told to wait (Retry-After) when a dependency is down.
+    retry_after_seconds: int = Field(default=2, ge=1, le=3600)
 
     # The processing task.
     process_rounds_per_iteration: int = Field(default=5000, ge=1, le=1_000_000)
@@ -73,9 +80,14 @@ class Settings(BaseSettings):
     import_soft_time_limit: int = Field(default=600, ge=1)
     import_time_limit: int = Field(default=660, ge=1)
 
-    # Automatic retries for transient errors (exponential backoff with jitter).
-    task_max_retries: int = Field(default=5, ge=0, le=20)
+    # Automatic retries for transient errors (exponential backoff with jitter):
+    # the defaults ride out about five minutes of a dependency being down.
+    task_max_retries: int = Field(default=10, ge=0, le=50)
     task_retry_backoff_max: int = Field(default=60, ge=1)
+    # Deliveries of one message before RabbitMQ dead-letters it (a message that
+    # keeps killing its worker). A queue argument: changing it means recreating
+    # the queues (see README).
+    task_delivery_limit: int = Field(default=5, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -2,8 +2,10 @@
 
 One hash per task, written at submit time so an unknown id can be told from a
 pending one (Celery's own result backend answers PENDING for both). Writes go
-through a Lua script that never moves a task out of a final state, so a late
-progress report cannot overwrite a cancellation or a result.
+through a Lua script that never moves a task out of a final state: the first
+final state written (a result, a failure or a cancellation) is the task's one
+outcome, a check-and-set in a single step, and a late progress report cannot
+overwrite it. Once MongoDB holds the outcome, the record's TTL is shortened.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 
-from app.schemas import Progress, TaskState, TaskStatus
+from app.schemas import TERMINAL_STATES, Progress, TaskState, TaskStatus
 
 KEY_PREFIX = "queuesvc:task:"
 
@@ -66,7 +69,20 @@ def decode(task_id: str, raw: Mapping[str, str]) -> TaskStatus:
         worker=raw.get("worker") or None,
         result=result,
         error=raw.get("error") or None,
+        updated_at=_timestamp(raw.get("updated_at")),
     )
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(value), UTC) if value else None
+
+
+FINAL_STATE_NAMES = frozenset(state.value for state in TERMINAL_STATES)
+
+
+def is_final(outcome: str) -> bool:
+    """Whether an update's outcome names the final state that refused it."""
+    return outcome in FINAL_STATE_NAMES
 
 
 class AsyncStatusStore:
@@ -106,7 +122,11 @@ class AsyncStatusStore:
         """Mark a task REVOKED; returns "OK", "MISSING" or the final state it already had."""
         outcome = await self._update(
             keys=[task_key(task_id)],
-            args=[self._ttl, "0", *_flatten({"status": TaskState.REVOKED.value})],
+            args=[
+                self._ttl,
+                "0",
+                *_flatten({"status": TaskState.REVOKED.value, "error": "cancelled"}),
+            ],
         )
         return str(outcome)
 
@@ -114,14 +134,28 @@ class AsyncStatusStore:
 class SyncStatusStore:
     """The worker's side: state transitions and progress, recreated if Redis lost them."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, final_ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
+        self._final_ttl = final_ttl_seconds
         self._update = client.register_script(_UPDATE_SCRIPT)
 
     def update(self, task_id: str, **fields: Any) -> str:
+        """Write a live state or progress; returns "OK" or the final state that refused it."""
         outcome = self._update(keys=[task_key(task_id)], args=[self._ttl, "1", *_flatten(fields)])
         return str(outcome)
+
+    def settle(self, task_id: str, state: TaskState, **fields: Any) -> str:
+        """Claim `state` as the task's outcome: "OK", or the outcome claimed before."""
+        outcome = self._update(
+            keys=[task_key(task_id)],
+            args=[self._ttl, "1", *_flatten({"status": state.value, **fields})],
+        )
+        return str(outcome)
+
+    def outcome_stored(self, task_id: str) -> None:
+        """MongoDB holds the outcome now: the record need only outlive the last polls."""
+        self._client.expire(task_key(task_id), self._final_ttl)
 
     def get(self, task_id: str) -> TaskStatus | None:
         raw = cast("dict[str, str]", self._client.hgetall(task_key(task_id)))

@@ -119,6 +119,7 @@ start_redis
 (umask 077; cat > "$ENV_FILE.new" <<ENV
 APP_TEST_BROKER_URL=amqp://queuesvc:$(secret rabbitmq.password)@127.0.0.1:5672/queuesvc
 APP_TEST_REDIS_URL=redis://:$(secret redis.password)@127.0.0.1:6379/0
+APP_TEST_REDIS_CONF=$STATE_DIR/redis.conf
 APP_TEST_RABBITMQCTL=rabbitmqctl
 ENV
 )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from pymongo import DESCENDING
+from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
-from app.db import TASK_RESULTS
+from app.db import DEAD_LETTERS, TASK_RESULTS
 from app.resources import Resources, get_resources
 from app.schemas import (
     TERMINAL_STATES,
+    DeadLetter,
+    DeadLetterPage,
     ErrorBody,
     ProcessRequest,
     Progress,
+    TaskReplayed,
     TaskResult,
     TaskState,
     TaskStatus,
@@ -135,9 +141,17 @@ async def task_status(task_id: str, res: Res) -> TaskStatus:
 
 @router.get("/result/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
 async def task_result(task_id: str, res: Res) -> TaskResult:
-    """The final result as stored in MongoDB (kept after the Redis status expires)."""
+    """The final result as stored in MongoDB (kept after the Redis status expires).
+
+    The outcome is claimed in Redis first and MongoDB follows, so until then, or
+    while MongoDB is away, the outcome comes from the Redis record.
+    """
     task_id = _checked_id(task_id)
-    doc = await _final_document(res, task_id)
+    mongo_error: ConnectionFailure | None = None
+    try:
+        doc = await _final_document(res, task_id)
+    except ConnectionFailure as exc:
+        doc, mongo_error = None, exc
     if doc is not None:
         return TaskResult(
             task_id=task_id,
@@ -150,7 +164,19 @@ async def task_result(task_id: str, res: Res) -> TaskResult:
         )
     record = await res.status.get(task_id)
     if record is None:
+        if mongo_error is not None:
+            raise mongo_error
         raise _not_found(task_id)
+    if record.status in TERMINAL_STATES:
+        return TaskResult(
+            task_id=task_id,
+            name=record.name,
+            status=record.status,
+            worker=record.worker,
+            result=record.result,
+            error=record.error,
+            finished_at=record.updated_at or datetime.now(UTC),
+        )
     raise HTTPException(
         status.HTTP_409_CONFLICT, f"task {task_id} has no result yet (status {record.status.value})"
     )
@@ -175,3 +201,62 @@ async def cancel_task(task_id: str, res: Res) -> TaskStatus:
     if record is None:
         raise _not_found(task_id)
     return record
+
+
+@router.get("/dead")
+async def dead_letters(res: Res, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> DeadLetterPage:
+    """Tasks whose messages could not be run (dead-lettered), newest first."""
+    collection = res.database[DEAD_LETTERS]
+    cursor = collection.find({}).sort([("dead_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+    items = [DeadLetter(task_id=doc["_id"], **_dead_fields(doc)) async for doc in cursor]
+    return DeadLetterPage(items=items, total=await collection.count_documents({}))
+
+
+def _dead_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    names = ("task", "queue", "reason", "error", "replayable", "replayed_as", "dead_at")
+    return {name: doc.get(name) for name in names if doc.get(name) is not None}
+
+
+def _replay_total(task: str, args: list[Any]) -> int:
+    if task == PROCESS_TASK and len(args) == 2 and isinstance(args[1], int):
+        return args[1]
+    if task == IMPORT_TASK and args and isinstance(args[0], str):
+        return count_data_rows(args[0])
+    raise ValueError(f"cannot replay a {task or 'non-task'} message with these arguments")
+
+
+@router.post(
+    "/dead/{task_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody}},
+)
+async def replay_dead_letter(task_id: str, res: Res) -> TaskReplayed:
+    """Submit a dead-lettered task again, under a new task id (once)."""
+    task_id = _checked_id(task_id)
+    collection = res.database[DEAD_LETTERS]
+    doc = await collection.find_one({"_id": task_id})
+    if doc is None:
+        raise _not_found(task_id)
+    if doc.get("replayed_as"):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"task {task_id} was replayed as {doc['replayed_as']}"
+        )
+    try:
+        total = _replay_total(doc.get("task", ""), doc.get("args") or [])
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    if not doc.get("replayable"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} cannot be replayed")
+    new_id = str(uuid.uuid4())
+    # Claim the replay first, so two concurrent calls submit it once.
+    claimed = await collection.update_one(
+        {"_id": task_id, "replayed_as": None}, {"$set": {"replayed_as": new_id}}
+    )
+    if claimed.modified_count != 1:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} was replayed already")
+    try:
+        await res.publisher.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
+    except BaseException:
+        await collection.update_one({"_id": task_id}, {"$set": {"replayed_as": None}})
+        raise
+    return TaskReplayed(task_id=new_id, replay_of=task_id)

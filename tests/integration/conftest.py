@@ -18,6 +18,7 @@ from pymongo import MongoClient
 from tests.integration.services import (
     MongoEmulator,
     Process,
+    RedisServer,
     celery_worker,
     free_port,
     gunicorn_api,
@@ -155,6 +156,17 @@ def redis_client(app_env: dict[str, str]) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(app_env["APP_REDIS_URL"], decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_server(dev_env: dict[str, str]) -> Iterator[RedisServer]:
+    """Stop and start the local Redis; always running again afterwards."""
+    conf = dev_env.get("APP_TEST_REDIS_CONF")
+    if not conf:
+        _missing("APP_TEST_REDIS_CONF is not set: run scripts/dev-services.sh first")
+    server = RedisServer(dev_env["APP_TEST_REDIS_URL"], Path(str(conf)))
+    yield server
+    server.start()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_ENV_FILE = Path(os.environ.get("QUEUESVC_DEV_ENV", "/var/lib/queuesvc-dev/test.env"))
@@ -183,25 +185,93 @@ def gunicorn_api(env: dict[str, str], log: Path, port: int) -> Process:
     )
 
 
+# Run with the service's environment: app.celery_app reads its settings on import.
+_DELETE_QUEUES = """
+from kombu import Connection
+from app.celery_app import DEAD_QUEUE, QUEUE_NAMES, celery_app
+with Connection(celery_app.conf.broker_url, connect_timeout=10) as connection:
+    channel = connection.channel()
+    for name in (*QUEUE_NAMES, DEAD_QUEUE):
+        channel.queue_delete(name)
+"""
+
+
 def purge_queues(env: dict[str, str]) -> None:
-    """Empty the service's queues (messages left by an earlier run)."""
+    """Start from empty queues: delete the service's queues (messages an earlier run
+    left, or queues of an older layout); the API and the workers declare them anew."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "purge",
-            "-f",
-            "-Q",
-            "default,imports",
-        ],
+        [sys.executable, "-c", _DELETE_QUEUES],
         env=env,
         check=True,
         capture_output=True,
         timeout=60,
     )
+
+
+@dataclass
+class RedisServer:
+    """The local Redis of scripts/dev-services.sh, stopped and started by tests."""
+
+    url: str
+    conf: Path
+
+    def _ping(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        with contextlib.suppress(redis.ConnectionError):  # the reply never comes
+            client.shutdown()
+        wait_until(lambda: not self._ping(), 10, 0.1, "Redis stopped")
+
+    def start(self) -> None:
+        if not self._ping():
+            subprocess.run(["redis-server", str(self.conf)], check=True, timeout=30)
+        wait_until(self._ping, 30, 0.1, "Redis answering")
+
+
+# Publishes messages given as JSON on stdin, with the service's environment:
+# {"task": name, "id": ..., "args": [...], "headers": {...}} builds a Celery
+# message (protocol 2); {"raw": text} sends the text as is. Both go to
+# "exchange" with "routing_key".
+_PUBLISH = """
+import json, sys
+from kombu.utils.json import dumps
+from app.celery_app import celery_app
+with celery_app.producer_or_acquire() as producer:
+    for spec in json.load(sys.stdin):
+        if "raw" in spec:
+            headers, body = spec.get("headers", {}), spec["raw"]
+        else:
+            message = celery_app.amqp.as_task_v2(spec["id"], spec["task"], args=spec["args"])
+            headers = {**message.headers, **spec.get("headers", {})}
+            body = dumps(message.body)
+        producer.publish(
+            body.encode(), exchange=spec["exchange"], routing_key=spec["routing_key"],
+            headers=headers, content_type="application/json", content_encoding="utf-8",
+            delivery_mode=2, retry=True,
+        )
+"""
+
+
+def publish(env: dict[str, str], messages: list[dict[str, Any]]) -> None:
+    """Publish task messages or raw ones to RabbitMQ, bypassing the API."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PUBLISH],
+        env=env,
+        input=json.dumps(messages),
+        text=True,
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"publishing failed: {done.stderr[-2000:]}"
 
 
 def wait_http_ok(url: str, timeout: float = 30) -> None:

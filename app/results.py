@@ -1,0 +1,60 @@
+"""Final outcomes in MongoDB: one document per task, and one per dead-lettered message.
+
+Both are written with upserts whose fields are only set on insert, so the first
+write of a task's outcome is the one kept: a retried or redelivered task cannot
+store a second, different result.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+
+from app.db import DEAD_LETTERS, TASK_RESULTS
+from app.schemas import TaskState
+
+
+class ResultStore:
+    """The workers' side (sync PyMongo)."""
+
+    def __init__(self, database: Database[dict[str, Any]]) -> None:
+        self._results = database[TASK_RESULTS]
+        self._dead = database[DEAD_LETTERS]
+
+    def store(
+        self,
+        task_id: str,
+        name: str,
+        state: TaskState,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        retries: int = 0,
+        worker: str = "",
+    ) -> None:
+        """Keep the task's outcome; a no-op when one is already stored."""
+        self._results.update_one(
+            {"_id": task_id},
+            {
+                "$setOnInsert": {
+                    "name": name,
+                    "status": state.value,
+                    "result": result,
+                    "error": error,
+                    "retries": retries,
+                    "worker": worker,
+                    "finished_at": datetime.now(UTC),
+                }
+            },
+            upsert=True,
+        )
+
+    def store_dead(self, task_id: str, letter: dict[str, Any]) -> None:
+        """Keep a dead-lettered message for `GET /api/async/dead` and replay."""
+        self._dead.update_one(
+            {"_id": task_id},
+            {"$setOnInsert": {**letter, "dead_at": datetime.now(UTC)}},
+            upsert=True,
+        )
