@@ -75,6 +75,7 @@ daemonize yes
 pidfile $STATE_DIR/redis.pid
 dir $STATE_DIR
 appendonly yes
+maxmemory-policy noeviction
 logfile $STATE_DIR/redis.log
 CONF
     )

@@ -120,3 +120,16 @@ def test_redis_down_loses_no_accepted_task_and_pooled_connections_heal(
         0.5,
         "every outcome stored in MongoDB",
     )
+
+
+def test_redis_full_refuses_new_tasks_with_503(client: httpx.Client, redis_client: Any) -> None:
+    # noeviction (the redis role's policy): at the limit, writes are refused.
+    assert redis_client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    redis_client.config_set("maxmemory", "1")
+    try:
+        response = client.post("/api/async/process", json={"data": "x", "iterations": 5})
+        _assert_clean_503(response, "full")
+        assert client.get("/health/live").status_code == 200
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert client.post("/api/async/process", json={"data": "x", "iterations": 5}).status_code == 202

@@ -4,7 +4,9 @@
 Answers every method on every path with JSON naming this host, the request
 and the headers nginx set; /api/big pads the answer (gzip test). With
 --flaky, /api/flaky reads the request and closes the connection without an
-answer, as a crashing server would. Usage: test-upstream.py PORT [--flaky]
+answer, as a crashing server would, and /api/unavailable answers 503 with
+Retry-After, as the app does while a dependency is down.
+Usage: test-upstream.py PORT [--flaky]
 """
 
 import json
@@ -29,6 +31,15 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(chunk)
         if FLAKY and self.path.startswith("/api/flaky"):
             self.close_connection = True
+            return
+        if FLAKY and self.path.startswith("/api/unavailable"):
+            data = b'{"detail": "a dependency is unavailable"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "2")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         body = {
             "host": socket.gethostname(),
