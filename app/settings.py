@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     import_time_limit: int = Field(default=660, ge=1)
 
     # Automatic retries for transient errors (exponential backoff with jitter):
-    # the defaults ride out about five minutes of a dependency being down.
+    # the defaults ride out about four minutes of a dependency being down.
     task_max_retries: int = Field(default=10, ge=0, le=50)
     task_retry_backoff_max: int = Field(default=60, ge=1)
     # Deliveries of one message before RabbitMQ dead-letters it (a message that
