@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import _verify, record
 
@@ -167,38 +169,65 @@ def releases(ansible: Any, link: str = "current") -> dict[str, str]:
     return releases
 
 
+def release_name(path: str) -> str:
+    """The release's directory name, as -e app_rollback_release takes it."""
+    return path.rsplit("/", 1)[-1]
+
+
+def unit_starts(ansible: Any, host: str) -> str:
+    """When the API and worker units of `host` last (re)started, and their PIDs."""
+    result = ansible(
+        "ansible",
+        host,
+        "-b",
+        "-m",
+        "ansible.builtin.command",
+        "-a",
+        "systemctl show --property=MainPID --property=ActiveEnterTimestampMonotonic"
+        " queuesvc-api.service queuesvc-worker@default.service queuesvc-worker@imports.service",
+    )
+    return str(result.stdout)
+
+
+def recap(stdout: str, host: str) -> dict[str, int]:
+    """The PLAY RECAP counters of `host` (ok, changed, failed, ...)."""
+    line = re.search(rf"^{host}\s+:(.*)$", stdout, re.M)
+    assert line, stdout[-2000:]
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line.group(1))}
+
+
 def playbook_under_load(
     lab: dict[str, str], client: httpx.Client, ansible: Any, what: str, *playbook: str
-) -> tuple[dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, str], str]:
     """Run ansible-playbook under bounded load and record how long it took and
     how the requests fared; not one may fail. Returns where each app server's
-    `current` pointed before and after."""
+    `current` pointed before and after, and the playbook's output."""
     item = client.post("/api/items", json={"name": "under-load"}).json()
     before = releases(ansible)
     started = time.monotonic()
     with bounded_load(lab, item["id"]) as outcomes:
-        ansible("ansible-playbook", *playbook)
+        result = ansible("ansible-playbook", *playbook)
         duration = time.monotonic() - started
     resent = outcomes.pop(CLOSED_BEFORE_ANSWER, 0)
     failures = {code: n for code, n in outcomes.items() if not code.startswith("2")}
     record(
-        f"{what} of 3 app servers: {duration:.0f} s; requests under load: "
+        f"{what}: {duration:.0f} s; requests under load: "
         f"{sum(outcomes.values())}, non-2xx or errors: {sum(failures.values())} {failures}; "
         f"{CLOSED_BEFORE_ANSWER}: {resent}"
     )
     assert not failures, failures
-    return before, releases(ansible)
+    return before, releases(ansible), result.stdout
 
 
 def test_rolling_deploy_under_load_has_no_failed_request(
     lab: dict[str, str], client: httpx.Client, ansible: Any
 ) -> None:
     label = f"e2e{int(time.time())}"
-    before, after = playbook_under_load(
+    before, after, _ = playbook_under_load(
         lab,
         client,
         ansible,
-        "rolling deploy",
+        "rolling deploy of 3 app servers",
         "ansible/deploy.yml",
         "-e",
         f"app_release_label={label}",
@@ -214,7 +243,137 @@ def test_rollback_under_load_returns_to_the_previous_release(
     """Runs after the deploy test: every app server goes back to the release
     it ran before, and that deploy becomes the previous one."""
     previous = releases(ansible, "previous")
-    before, after = playbook_under_load(lab, client, ansible, "rollback", "ansible/rollback.yml")
+    before, after, _ = playbook_under_load(
+        lab, client, ansible, "rollback of 3 app servers", "ansible/rollback.yml"
+    )
     assert after == previous, (previous, after)
     assert releases(ansible, "previous") == before
     assert client.get("/health").status_code == 200
+
+
+def test_rollback_to_a_named_release_switches_only_the_hosts_not_on_it(
+    lab: dict[str, str], client: httpx.Client, ansible: Any
+) -> None:
+    """Runs after the rollback test: app2 alone returns to the deploy's release,
+    then a rollback to that release by name switches app1 and app3 and leaves
+    app2 alone (not drained, not restarted). A release a host lacks stops the
+    run before any host is touched."""
+    start, previous = releases(ansible), releases(ansible, "previous")
+    target = release_name(previous["app2"])
+    assert {release_name(path) for path in previous.values()} == {target}, previous
+    ansible("ansible-playbook", "ansible/rollback.yml", "--limit", "app2")
+    app2_started = unit_starts(ansible, "app2")
+
+    before, after, stdout = playbook_under_load(
+        lab,
+        client,
+        ansible,
+        "rollback by name of app1 and app3 (app2 already on it)",
+        "ansible/rollback.yml",
+        "-e",
+        f"app_rollback_release={target}",
+    )
+    assert release_name(before["app2"]) == target, before
+    assert {release_name(path) for path in after.values()} == {target}, after
+    assert f"app2 already runs {target}: left alone." in stdout
+    assert recap(stdout, "app2")["changed"] == 0, stdout[-2000:]
+    assert unit_starts(ansible, "app2") == app2_started
+    assert releases(ansible, "previous") == start  # what each host ran before
+
+    with pytest.raises(AssertionError, match="Release e2e-missing is not installed on app1"):
+        ansible(
+            "ansible-playbook", "ansible/rollback.yml", "-e", "app_rollback_release=e2e-missing"
+        )
+    assert releases(ansible) == after
+
+
+# A runtime drop-in (gone at the next boot) that kills the imports pool's
+# interpreter at every start: systemd restarts it every RestartSec, a crash loop.
+CRASH_DIR = "/run/systemd/system/queuesvc-worker@imports.service.d"
+CRASH_DROPIN = f"{CRASH_DIR}/e2e-crash-loop.conf"
+
+
+def upstreams_of(client: httpx.Client, n: int = 30) -> Counter[str]:
+    """Which upstream (nginx's X-Upstream, address:port) answered n GETs, all 200."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        response = client.get("/health/live")
+        assert response.status_code == 200, response.text
+        seen[response.headers.get("x-upstream", "missing")] += 1
+    return seen
+
+
+def test_a_crash_looping_worker_stops_the_deploy_with_its_host_drained(
+    lab: dict[str, str], client: httpx.Client, ansible: Any
+) -> None:
+    """The imports pool of app2 crash-loops: app1 takes the new release, app2's
+    gate fails (its worker never answers `celery inspect ping`), the deploy stops
+    with app2 out of rotation and app3 on its old release. Once the pool is
+    fixed, the same deploy finishes."""
+    label = f"e2e{int(time.time())}gate"
+    before = releases(ansible)
+    app2 = json.loads(ansible("ansible-inventory", "--host", "app2").stdout)["ansible_host"]
+    deploy = ("ansible/deploy.yml", "-e", f"app_release_label={label}")
+    ansible(
+        "ansible",
+        "app2",
+        "-b",
+        "-m",
+        "ansible.builtin.file",
+        "-a",
+        f"path={CRASH_DIR} state=directory mode=0755",
+    )
+    ansible(
+        "ansible",
+        "app2",
+        "-b",
+        "-m",
+        "ansible.builtin.copy",
+        "-a",
+        json.dumps(
+            {
+                "dest": CRASH_DROPIN,
+                "mode": "0644",
+                "content": "[Service]\nEnvironment=PYTHONHOME=/nonexistent\n",
+            }
+        ),
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(AssertionError) as failed:
+            ansible("ansible-playbook", *deploy, "-e", "app_worker_ready_timeout=20")
+        elapsed = time.monotonic() - started
+        record(f"deploy stopped by a crash-looping worker on app2 after {elapsed:.0f} s")
+        output = str(failed.value)
+        assert "app2 is not ready" in output, output
+        assert "imports@app2: Error: No nodes replied" in output, output
+        assert "NO MORE HOSTS LEFT" in output, output
+        after = releases(ansible)
+        assert after["app1"].endswith(f"-{label}"), after
+        assert after["app2"].endswith(f"-{label}"), after
+        assert after["app3"] == before["app3"], (before, after)
+        answered = upstreams_of(client)
+        record(f"30 GET /health/live with app2 held out: {dict(answered)}")
+        assert not any(upstream.startswith(f"{app2}:") for upstream in answered), answered
+    finally:
+        ansible(
+            "ansible",
+            "app2",
+            "-b",
+            "-m",
+            "ansible.builtin.file",
+            "-a",
+            f"path={CRASH_DIR} state=absent",
+        )
+        ansible(
+            "ansible",
+            "app2",
+            "-b",
+            "-m",
+            "ansible.builtin.systemd_service",
+            "-a",
+            "name=queuesvc-worker@imports.service state=restarted daemon_reload=true",
+        )
+        ansible("ansible-playbook", *deploy)
+    assert all(path.endswith(f"-{label}") for path in releases(ansible).values())
+    assert len(upstreams_of(client)) == 3
