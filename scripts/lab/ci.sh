@@ -12,16 +12,17 @@
 #   8. a second site.yml run over the lab changes nothing
 #   9. the data tier answers the app servers and nothing else
 #      (ansible/lab-check-data.yml), the end-to-end tests through lb1
-#      (tests/e2e: rolling deploy and rollback under load included), and the
-#      benchmark through lb1
+#      (tests/e2e: rolling deploy and rollback under load included), the fault
+#      drills (tests/faults), and the benchmark through lb1
 #  10. vagrant destroy -f, then teardown, and a check that nothing is left —
 #      always, also after a failure (trap)
 # Prints "lab-timing:" lines and a final "N passed, N failed" line.
 #
 # QUEUESVC_LAB_TIERS: "all" (default, what CI runs) tests every role's
 # scenarios and deploys every tier, then the data checks, the end-to-end
-# tests and the benchmark through lb1; "common" tests the common role and
-# provisions the lab with site.yml's common tier only (a quick look).
+# tests, the fault drills and the benchmark through lb1; "common" tests the
+# common role and provisions the lab with site.yml's common tier only (a
+# quick look).
 # QUEUESVC_MOLECULE_ROLES: the roles whose scenarios run ("none": skip).
 # Safe to run twice; leaves nothing running or configured on the host.
 set -euo pipefail
@@ -208,6 +209,13 @@ e2e() {
   QUEUESVC_E2E_INVENTORY="$LAB_ROOT/inventories/vagrant" QUEUESVC_ANSIBLE_BIN="$VENV/bin" \
     "$LAB_ROOT/.venv/bin/pytest" -p no:cacheprovider -q -rA tests/e2e
 }
+# Fault drills through lb1 (tests/faults): each fault injected from this
+# machine (lxc-attach, lxc-stop/lxc-start) under bounded load, each restored.
+faults() {
+  QUEUESVC_E2E_URL=$LAB_LB_URL QUEUESVC_E2E_VERIFY=no \
+  QUEUESVC_E2E_INVENTORY="$LAB_ROOT/inventories/vagrant" QUEUESVC_ANSIBLE_BIN="$VENV/bin" \
+    "$LAB_ROOT/.venv/bin/pytest" -p no:cacheprovider -q -rA tests/faults
+}
 bench_lb() {
   "$LAB_ROOT/.venv/bin/python" bench/run.py --url "$LAB_LB_URL" --duration 8 --runs 1
 }
@@ -234,6 +242,7 @@ step site-idempotent idempotent_site || true
 if [ "$LAB_TIERS" = all ]; then
   step data-checks check_data || true
   step e2e e2e || true
+  step faults faults || true
   step bench-lb bench_lb || true
 fi
 exit 0
