@@ -109,7 +109,7 @@ class MongoEmulator:
             "mongoeco",
             [
                 python,
-                str(REPO / "scripts/mongoeco_server.py"),
+                str(REPO / "roles/mongodb/files/mongoeco_server.py"),
                 "--port",
                 str(self.port),
                 "--engine",

@@ -1,0 +1,225 @@
+"""The test suite, as CI runs it (`bash scripts/test.sh`, from .ci/run).
+
+Stages, each timed; a failed stage is recorded and the run goes on where the
+next stages still mean something:
+  services, python-env        install and start what the tests need (idempotent)
+  lint                        ruff, ruff format, mypy, yamllint, ansible-lint
+  unit-integration            pytest tests/unit tests/integration (real services)
+  then the lab (unless QUEUESVC_SKIP_LAB=1):
+  prepare-host, tools, box    network guard first, controller tools, images
+  molecule                    every role's scenarios, three at a time
+  guard-refuses-up            without the guard, `vagrant up` starts nothing;
+                              from here a watcher checks the guard every 2 s
+  vagrant-up, lab-checks, site-idempotent, data-checks, e2e, faults, bench-lb
+  vagrant-destroy, guard-watch, teardown, host-clean   always, also after a failure
+At the end: a table of every stage with its result and time, and
+"N passed, N failed".
+
+QUEUESVC_LAB_TIERS=common tests the common role and provisions the lab with
+site.yml's common tier only (a quick look); QUEUESVC_MOLECULE_ROLES names the
+roles whose scenarios run ("none": skip); QUEUESVC_MOLECULE_JOBS how many at a
+time (3).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import box, config, guard, host, lab, molecule, services
+from .running import lab_hosts, lab_hosts_running, memory_line, memory_now
+from .sh import LabError, log, project_venv, run, succeeds, tools_env, tools_venv
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    ok: bool
+
+
+@dataclass
+class Run:
+    stages: list[Stage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def stage(self, name: str, step: Callable[[], object]) -> bool:
+        log(f"=== {name}")
+        started = time.monotonic()
+        ok = True
+        try:
+            step()
+        except (LabError, OSError) as error:
+            ok = False
+            log(f"{name}: {error}")
+        except Exception:  # a bug in the harness itself: show it, count it, go on
+            ok = False
+            traceback.print_exc()
+        seconds = time.monotonic() - started
+        self.stages.append(Stage(name, seconds, ok))
+        log(f"=== {name}: {'ok' if ok else 'FAILED'} ({seconds:.0f}s)")
+        return ok
+
+    def report(self, total: float) -> bool:
+        failed = [s for s in self.stages if not s.ok]
+        width = max(len(s.name) for s in self.stages)
+        print("\nstage" + " " * (width - 2) + "result   seconds")
+        for s in self.stages:
+            print(f"{s.name:<{width}}   {'ok' if s.ok else 'FAILED':<6} {s.seconds:8.0f}")
+        print(f"{'total':<{width}}   {'':<6} {total:8.0f}")
+        for note in self.notes:
+            print(note)
+        if failed:
+            print("failed stages: " + " ".join(s.name for s in failed))
+        print(f"{len(self.stages) - len(failed)} passed, {len(failed)} failed")
+        return not failed
+
+
+class GuardWatch(threading.Thread):
+    """Every 2 s while a lab host runs: the guard must be complete; the lab's
+    memory is sampled for its peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopping = threading.Event()
+        self.samples = self.peak = 0
+        self.violations: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(2):
+            running = lab_hosts_running()
+            if not running:
+                continue
+            self.samples += 1
+            problems = guard.problems()
+            if problems:
+                self.violations.append(f"{time.strftime('%T')} {'; '.join(problems)} while up")
+            self.peak = max(self.peak, memory_now())
+
+    def verdict(self) -> str:
+        self.stopping.set()
+        self.join()
+        for violation in self.violations:
+            log(f"guard watch: {violation}")
+        line = (
+            f"samples={self.samples} violations={len(self.violations)} "
+            f"lab_memory_peak_mb={self.peak >> 20}"
+        )
+        if self.violations or not self.samples:
+            raise LabError(f"the guard watch failed: {line}")
+        return line
+
+
+def lint() -> None:
+    venv, tools = config.VENV / "bin", config.TOOLS_VENV / "bin"
+    run([venv / "ruff", "check", "."], cwd=config.ROOT)
+    run([venv / "ruff", "format", "--check", "."], cwd=config.ROOT)
+    run([venv / "mypy"], cwd=config.ROOT)
+    run([tools / "yamllint", "--strict", "."], cwd=config.ROOT)
+    run([tools / "ansible-lint"], env=tools_env(), cwd=config.ROOT)
+
+
+def service_tests() -> None:
+    run(
+        [
+            config.VENV / "bin/pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-ra",
+            "--durations=5",
+            "tests/unit",
+            "tests/integration",
+        ],
+        cwd=config.ROOT,
+    )
+
+
+def molecule_roles() -> list[str] | None:
+    """The roles whose scenarios run; None: skip."""
+    chosen = os.environ.get("QUEUESVC_MOLECULE_ROLES")
+    if chosen == "none":
+        return None
+    if chosen:
+        return chosen.split()
+    return ["common"] if lab.lab_tiers() == "common" else []
+
+
+def main() -> int:
+    started = time.monotonic()
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    ci = Run()
+    ci.stage("services", services.start)
+    ci.stage("python-env", lambda: (project_venv(), tools_venv()))
+    ci.stage("lint", lint)
+    ci.stage("unit-integration", service_tests)
+    if not os.environ.get("QUEUESVC_SKIP_LAB"):
+        lab_part(ci)
+    return 0 if ci.report(time.monotonic() - started) else 1
+
+
+def lab_part(ci: Run) -> None:
+    roles = molecule_roles()
+    # One lab per machine: what an earlier run or another checkout left goes first.
+    if lab_hosts() or succeeds(["nft", "list", "table", "inet", config.GUARD_TABLE]):
+        log("leftovers of an earlier lab found: tearing down first")
+        ci.stage("teardown-leftovers", host.teardown)
+    watch = GuardWatch()
+    try:
+        ready = ci.stage("prepare-host", host.prepare) and ci.stage(
+            "box", lambda: ci.notes.extend(f"box: {line}" for line in box.build())
+        )
+        if ready and roles is not None:
+            jobs = int(os.environ.get("QUEUESVC_MOLECULE_JOBS", "3"))
+            ci.stage("molecule", lambda: molecule.run(roles, jobs=jobs))
+        if not ready:
+            return
+        watch.start()
+        if not ci.stage("guard-refuses-up", lab.guard_refuses_up):
+            return
+        if not ci.stage("vagrant-up", lab.vagrant_up):
+            return
+
+        def lab_checks() -> None:
+            lab.lab_pytest("tests/lab/test_running_lab.py")
+            ci.notes.append(f"lab memory: {memory_line()}")
+
+        ci.stage("lab-checks", lab_checks)
+        ci.stage("site-idempotent", lambda: lab.lab_pytest("tests/lab/test_site_idempotent.py"))
+        if lab.lab_tiers() == "all":
+            ci.stage("data-checks", lambda: lab.lab_pytest("tests/lab/test_data_tier.py"))
+            ci.stage("e2e", lambda: lab.lab_pytest("tests/e2e"))
+            ci.stage("faults", lambda: lab.lab_pytest("tests/faults"))
+            ci.stage(
+                "bench-lb",
+                lambda: run(
+                    [
+                        config.VENV / "bin/python",
+                        "bench/run.py",
+                        "--url",
+                        config.LB_URL,
+                        "--duration",
+                        "8",
+                        "--runs",
+                        "1",
+                    ],
+                    cwd=config.ROOT,
+                ),
+            )
+    finally:
+        ci.stage("vagrant-destroy", lab.vagrant_destroy)
+        if watch.is_alive():
+            ci.stage("guard-watch", lambda: ci.notes.append(f"guard watch: {watch.verdict()}"))
+        ci.stage("teardown", host.teardown)
+        own = molecule.container_names(molecule.scenarios(roles or [], None, "test"))
+
+        def clean() -> None:
+            left = host.leftovers(own)
+            if left:
+                raise LabError("left after teardown: " + ", ".join(left))
+
+        ci.stage("host-clean", clean)

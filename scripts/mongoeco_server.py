@@ -1,1 +1,0 @@
-../roles/mongodb/files/mongoeco_server.py
