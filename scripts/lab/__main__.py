@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import box, ci, demo, guard, host, lab, molecule, services
+from . import box, ci, demo, guard, host, lab, molecule, services, wheelhouse
 from .sh import LabError, log
 
 
@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     mol.add_argument("-s", "--scenario", help="only this scenario")
     mol.add_argument("-j", "--jobs", type=int, default=1, help="scenarios at a time")
     mol.add_argument("molecule_command", nargs="?", default="test")
+    wheels = commands.add_parser("wheelhouse", help="the app's wheelhouse for the hosts' Python")
+    wheels.add_argument("python_version", help="the hosts' Python, e.g. 3.13")
+    wheels.add_argument("arch", nargs="?", default="x86_64")
+    wheels.add_argument("label", nargs="?", default="", help="appended to the release name")
     args = parser.parse_args(argv)
 
     try:
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                     guard.apply()
                 else:
                     guard.remove()
+            case "wheelhouse":
+                wheelhouse.main(args.python_version, args.arch, args.label)
             case "molecule":
                 if args.jobs < 1:
                     parser.error("--jobs needs a positive number")

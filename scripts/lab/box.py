@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .sh import apt_install, die, log, need_root, output, run, succeeds, which
+from .sh import apt_install, die, log, need_root, output, run, run_logged, succeeds, which
 
 BOX_FILES = Path(__file__).resolve().parent / "box"
 SUITES = {"trixie": "13", "bookworm": "12"}
@@ -42,30 +42,25 @@ def _chroot(root: Path, *cmd: str) -> None:
     run(["chroot", root, *cmd], quiet=True)
 
 
-def build_rootfs(suite: str, root: Path, logfile: Path) -> None:
+def build_rootfs(suite: str, root: Path) -> None:
     log(f"debootstrap {suite} into {root} (cold build)")
     apt_install(["debootstrap", "debian-archive-keyring"])
     debs = config.CACHE / "debs"  # downloaded .debs, reused by the next cold build
     debs.mkdir(parents=True, exist_ok=True)
-    with logfile.open("w") as out:
-        done = subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={INCLUDE}",
-                "--components=main",
-                f"--cache-dir={debs}",
-                suite,
-                str(root),
-                config.MIRROR_URL,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if done.returncode != 0:
-        print("\n".join(logfile.read_text().splitlines()[-30:]))
-        die("debootstrap failed")
+    run_logged(
+        f"debootstrap-{suite}",
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={INCLUDE}",
+            "--components=main",
+            f"--cache-dir={debs}",
+            suite,
+            root,
+            config.MIRROR_URL,
+        ],
+        tail=30,
+    )
 
     sources = (BOX_FILES / "debian.sources").read_text().replace("@SUITE@", suite)
     (root / "etc/apt/sources.list.d/debian.sources").write_text(sources)
@@ -201,7 +196,7 @@ def build(force: bool = False) -> list[str]:
             if force or not (out / "ok").exists():
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
-                build_rootfs(suite, out / "rootfs", out / "debootstrap.log")
+                build_rootfs(suite, out / "rootfs")
                 if with_box:
                     pack_box(out, box)
                 (out / "cold-seconds").write_text(str(round(time.monotonic() - started)))

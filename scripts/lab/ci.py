@@ -139,6 +139,12 @@ def service_tests() -> None:
     )
 
 
+def bench_through_lb1() -> None:
+    """The service's benchmark against the lab's load balancer (bench/run.py)."""
+    bench = [str(config.VENV / "bin/python"), "bench/run.py", "--url", config.LB_URL]
+    run([*bench, "--duration", "8", "--runs", "1"], cwd=config.ROOT)
+
+
 def molecule_roles() -> list[str] | None:
     """The roles whose scenarios run; None: skip."""
     chosen = os.environ.get("QUEUESVC_MOLECULE_ROLES")
@@ -153,26 +159,37 @@ def main() -> int:
     started = time.monotonic()
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     ci = Run()
+    # The host's preparation and the images (apt, debootstrap: mostly waiting
+    # on the network and the disk) go on while the service's stages run.
+    lab_ready: list[bool] = []
+    preparing = threading.Thread(target=lambda: lab_ready.append(prepare_lab(ci)))
+    if not os.environ.get("QUEUESVC_SKIP_LAB"):
+        preparing.start()
     ci.stage("services", services.start)
     ci.stage("python-env", lambda: (project_venv(), tools_venv()))
     ci.stage("lint", lint)
     ci.stage("unit-integration", service_tests)
-    if not os.environ.get("QUEUESVC_SKIP_LAB"):
-        lab_part(ci)
+    if preparing.is_alive() or lab_ready:
+        preparing.join()
+        lab_part(ci, lab_ready == [True])
     return 0 if ci.report(time.monotonic() - started) else 1
 
 
-def lab_part(ci: Run) -> None:
-    roles = molecule_roles()
-    # One lab per machine: what an earlier run or another checkout left goes first.
+def prepare_lab(ci: Run) -> bool:
+    """One lab per machine: what an earlier run or another checkout left goes
+    first; then the host's preparation (the network guard first) and the images."""
     if lab_hosts() or succeeds(["nft", "list", "table", "inet", config.GUARD_TABLE]):
         log("leftovers of an earlier lab found: tearing down first")
         ci.stage("teardown-leftovers", host.teardown)
+    return ci.stage("prepare-host", host.prepare) and ci.stage(
+        "box", lambda: ci.notes.extend(f"box: {line}" for line in box.build())
+    )
+
+
+def lab_part(ci: Run, ready: bool) -> None:
+    roles = molecule_roles()
     watch = GuardWatch()
     try:
-        ready = ci.stage("prepare-host", host.prepare) and ci.stage(
-            "box", lambda: ci.notes.extend(f"box: {line}" for line in box.build())
-        )
         if ready and roles is not None:
             jobs = int(os.environ.get("QUEUESVC_MOLECULE_JOBS", "3"))
             ci.stage("molecule", lambda: molecule.run(roles, jobs=jobs))
@@ -194,28 +211,14 @@ def lab_part(ci: Run) -> None:
             ci.stage("data-checks", lambda: lab.lab_pytest("tests/lab/test_data_tier.py"))
             ci.stage("e2e", lambda: lab.lab_pytest("tests/e2e"))
             ci.stage("faults", lambda: lab.lab_pytest("tests/faults"))
-            ci.stage(
-                "bench-lb",
-                lambda: run(
-                    [
-                        config.VENV / "bin/python",
-                        "bench/run.py",
-                        "--url",
-                        config.LB_URL,
-                        "--duration",
-                        "8",
-                        "--runs",
-                        "1",
-                    ],
-                    cwd=config.ROOT,
-                ),
-            )
+            ci.stage("bench-lb", bench_through_lb1)
     finally:
         ci.stage("vagrant-destroy", lab.vagrant_destroy)
         if watch.is_alive():
             ci.stage("guard-watch", lambda: ci.notes.append(f"guard watch: {watch.verdict()}"))
         ci.stage("teardown", host.teardown)
-        own = molecule.container_names(molecule.scenarios(roles or [], None, "test"))
+        ran = [] if roles is None else molecule.scenarios(roles, None, "test")
+        own = molecule.container_names(ran)
 
         def clean() -> None:
             left = host.leftovers(own)

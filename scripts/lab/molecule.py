@@ -7,13 +7,12 @@ side by side. Needs the prepared host and the images (prepare, box).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from . import config, guard
-from .sh import die, log, succeeds, tools_env
+from .sh import LabError, die, log, run_logged, succeeds, tools_env
+from .sh import run as sh_run
 
 # Most of a scenario's time is spent waiting on apt and systemd, not on CPU,
 # so three run at once on two cores. The longest start first (measured in CI:
@@ -77,50 +76,31 @@ def _environment() -> dict[str, str]:
     return {**tools_env(), "QUEUESVC_MIRROR_IP": guard.mirror_addrs()[0]}
 
 
-def _one(pair: str, command: str, env: dict[str, str], logfile: Path | None) -> tuple[int, int]:
+def _one(pair: str, command: str, env: dict[str, str], logged: bool) -> tuple[bool, int]:
+    """One scenario: its output passed through, or into its log (printed when it fails)."""
     role, scenario = pair.split("/")
+    cmd, cwd = ["molecule", command, "-s", scenario], config.ROOT / "roles" / role
     started = time.monotonic()
-    with logfile.open("w") if logfile else open("/dev/null") as out:
-        done = subprocess.run(
-            ["molecule", command, "-s", scenario],
-            cwd=config.ROOT / "roles" / role,
-            env=env,
-            stdout=out if logfile else None,
-            stderr=subprocess.STDOUT if logfile else None,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    return done.returncode, round(time.monotonic() - started)
+    try:
+        if logged:
+            run_logged(f"molecule-{role}-{scenario}", cmd, env=env, cwd=cwd, tail=40)
+        else:
+            sh_run(cmd, env=env, cwd=cwd)
+        ok = True
+    except LabError as error:
+        log(f"molecule {pair}: {error}")
+        ok = False
+    seconds = round(time.monotonic() - started)
+    print(f"molecule_{command}_{role}_{scenario}_seconds={seconds} ok={ok}", flush=True)
+    return ok, seconds
 
 
 def run(roles: list[str], only: str | None = None, jobs: int = 1, command: str = "test") -> None:
     pairs = scenarios(roles, only, command)
     env = _environment()
-    if jobs == 1:
-        failed = []
-        for pair in pairs:
-            log(f"molecule {command} ({pair})")
-            rc, seconds = _one(pair, command, env, None)
-            print(f"molecule_{command}_{pair.replace('/', '_')}_seconds={seconds} rc={rc}")
-            if rc:
-                failed.append(pair)
-    else:
-        config.LOGS.mkdir(parents=True, exist_ok=True)
-
-        def job(pair: str) -> tuple[str, int, int]:
-            logfile = config.LOGS / f"molecule-{pair.replace('/', '-')}.log"
-            log(f"molecule {command} ({pair}) -> {logfile}")
-            rc, seconds = _one(pair, command, env, logfile)
-            print(
-                f"molecule_{command}_{pair.replace('/', '_')}_seconds={seconds} rc={rc}", flush=True
-            )
-            if rc:
-                tail = logfile.read_text(errors="replace").splitlines()[-40:]
-                log(f"molecule {pair} FAILED (rc={rc}): last lines of {logfile}")
-                print("\n".join(tail), flush=True)
-            return pair, rc, seconds
-
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            failed = [pair for pair, rc, _ in pool.map(job, pairs) if rc]
+    log(f"molecule {command}: {' '.join(pairs)}, {jobs} at a time")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = pool.map(lambda pair: _one(pair, command, env, logged=jobs > 1), pairs)
+        failed = [pair for pair, (ok, _) in zip(pairs, results, strict=True) if not ok]
     if failed:
         die(f"failed scenarios: {' '.join(failed)}")

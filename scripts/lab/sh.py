@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import NoReturn
 from . import config
 
 Command = Sequence[str | os.PathLike[str]]
+# CI prepares the lab while the service's stages run: one apt at a time.
+_APT = threading.Lock()
 
 
 class LabError(Exception):
@@ -46,9 +49,11 @@ def run(
     cwd: Path | None = None,
     stdin: str | None = None,
     quiet: bool = False,
+    to_stderr: bool = False,
 ) -> None:
-    """Run a command, its output passed through (or dropped when quiet); raise on failure."""
-    out = subprocess.DEVNULL if quiet else None
+    """Run a command, its output passed through (to stderr when standard output
+    is the caller's answer; dropped when quiet); raise on failure."""
+    out = subprocess.DEVNULL if quiet else (sys.stderr if to_stderr else None)
     done = subprocess.run(
         [str(c) for c in cmd],
         env=_env(env),
@@ -56,7 +61,7 @@ def run(
         input=stdin,
         text=True,
         stdout=out,
-        stderr=out,
+        stderr=subprocess.DEVNULL if quiet else None,
         check=False,
     )
     if done.returncode != 0:
@@ -131,14 +136,15 @@ def installed(package: str) -> bool:
 
 def apt_install(packages: Iterable[str]) -> None:
     """Install the Debian packages that are missing (without recommends)."""
-    missing = [p for p in packages if not installed(p)]
-    if not missing:
-        return
-    log(f"apt-get install {' '.join(missing)}")
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q"]
-    subprocess.run([*apt, "update"], env=_env(env), stdout=subprocess.DEVNULL, check=False)
-    run([*apt, "install", "-y", "--no-install-recommends", *missing], env=env, quiet=True)
+    with _APT:
+        missing = [p for p in packages if not installed(p)]
+        if not missing:
+            return
+        log(f"apt-get install {' '.join(missing)}")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q"]
+        subprocess.run([*apt, "update"], env=_env(env), stdout=subprocess.DEVNULL, check=False)
+        run([*apt, "install", "-y", "--no-install-recommends", *missing], env=env, quiet=True)
 
 
 def python_at_least(python: str, minor: int) -> bool:
