@@ -14,7 +14,7 @@ from pymongo.errors import PyMongoError
 
 from app import __version__, db, errors, metrics
 from app.api import health, items, tasks
-from app.celery_app import celery_app
+from app.celery_app import create_celery
 from app.content_type import FormBodyAsJson
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis_client = redis_client_for(settings)
         status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
         publisher = TaskPublisher(
-            celery_app,
+            create_celery(settings),
             status_store,
             url=settings.broker_url.get_secret_value(),
             timeout=settings.publish_connect_timeout_seconds,
