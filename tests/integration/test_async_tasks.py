@@ -25,7 +25,10 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
     assert final["worker"].startswith("test-")  # the worker's node name
     assert len(final["result"]["processed_items"]) == 100
 
-    stored = mongo_db["task_results"].find_one({"_id": task_id})
+    # The outcome is claimed in Redis first; MongoDB gets it a moment later.
+    stored = wait_until(
+        lambda: mongo_db["task_results"].find_one({"_id": task_id}), 10, message="result stored"
+    )
     assert stored["status"] == "SUCCESS"
     assert stored["result"] == final["result"]
     assert stored["worker"] == final["worker"]
