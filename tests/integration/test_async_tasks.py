@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.integration.helpers import submit_process, wait_status
+from tests.integration.helpers import post_like_curl, submit_process, wait_status
 from tests.integration.services import wait_until
 
 
@@ -38,10 +38,8 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
 
 
 def test_seed_async_example(client: httpx.Client) -> None:
-    response = client.post(
-        "/api/async/process",
-        content=b'{"data": "heavy task", "iterations": 100}',
-        headers={"content-type": "application/x-www-form-urlencoded"},
+    response = post_like_curl(
+        client, "/api/async/process", b'{"data": "heavy task", "iterations": 100}'
     )
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
