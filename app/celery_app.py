@@ -25,6 +25,8 @@ from app.settings import Settings, get_settings
 
 DEFAULT_QUEUE = "default"
 IMPORTS_QUEUE = "imports"
+# Task names travel in every queued message, so they do not follow module names:
+# the tasks are defined in app.jobs.
 PROCESS_TASK = "app.tasks.process_data"
 IMPORT_TASK = "app.tasks.import_items"
 EXCHANGE = "queuesvc"

@@ -1,4 +1,4 @@
-"""Liveness and dependency health, in the seed tutorial's shape."""
+"""Liveness and dependency health: the body the README's tutorial reads (status, services)."""
 
 from __future__ import annotations
 

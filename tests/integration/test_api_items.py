@@ -21,7 +21,7 @@ def test_liveness_touches_no_dependency(client: httpx.Client) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
 
 
-def test_seed_create_item_example(client: httpx.Client) -> None:
+def test_tutorial_create_item_example(client: httpx.Client) -> None:
     response = post_like_curl(client, "/api/items", b'{"name": "Test Item"}')
     assert response.status_code == 201, response.text
     item = response.json()

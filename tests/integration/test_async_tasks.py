@@ -37,7 +37,7 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
     assert result["result"] == final["result"]
 
 
-def test_seed_async_example(client: httpx.Client) -> None:
+def test_tutorial_async_example(client: httpx.Client) -> None:
     response = post_like_curl(
         client, "/api/async/process", b'{"data": "heavy task", "iterations": 100}'
     )
