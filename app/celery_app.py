@@ -3,6 +3,11 @@
 Run a worker per queue, e.g. ``celery -A app.celery_app worker -Q default``
 and ``celery -A app.celery_app worker -Q imports``.
 
+Every Celery app is built from a Settings object by `create_celery`: the API's
+(`app.main.create_app(settings)`) from the settings it was given, the workers'
+(this module's `app`, what ``celery -A app.celery_app`` loads) from
+`get_settings()` on first use, so importing this module reads no settings.
+
 The queue layout is defined here and nowhere else: the workers declare it
 through Celery, the API's publisher declares the same queues from `task_queues`
 (app.publisher), and RabbitMQ needs nothing declared ahead.
@@ -10,6 +15,7 @@ through Celery, the API's publisher declares the same queues from `task_queues`
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from celery import Celery
@@ -19,6 +25,8 @@ from app.settings import Settings, get_settings
 
 DEFAULT_QUEUE = "default"
 IMPORTS_QUEUE = "imports"
+# Task names travel in every queued message, so they do not follow module names:
+# the tasks are defined in app.jobs.
 PROCESS_TASK = "app.tasks.process_data"
 IMPORT_TASK = "app.tasks.import_items"
 EXCHANGE = "queuesvc"
@@ -65,7 +73,25 @@ def dead_letter_queue() -> Queue:
     )
 
 
+def task_options(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per-task retries and time limits (Celery's task annotations), from `settings`."""
+    return {
+        PROCESS_TASK: {
+            "max_retries": settings.task_max_retries,
+            "soft_time_limit": settings.process_soft_time_limit,
+            "time_limit": settings.process_time_limit,
+        },
+        IMPORT_TASK: {
+            "max_retries": settings.task_max_retries,
+            "soft_time_limit": settings.import_soft_time_limit,
+            "time_limit": settings.import_time_limit,
+        },
+    }
+
+
 def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from `settings`; the tasks (app.jobs) bind to it once
+    that module is imported (the workers import it through `include`)."""
     celery = Celery(
         "queuesvc",
         broker=settings.broker_url.get_secret_value(),
@@ -79,6 +105,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             name: {"queue": queue, "routing_key": queue} for name, queue in ROUTES.items()
         },
+        task_annotations=task_options(settings),
         task_default_delivery_mode="persistent",
         task_serializer="json",
         accept_content=["json"],
@@ -112,5 +139,16 @@ def create_celery(settings: Settings) -> Celery:
     return celery
 
 
-celery_app = create_celery(get_settings())
-app = celery_app  # `celery -A app.celery_app` finds it by this name too
+@cache
+def worker_celery() -> Celery:
+    """The workers' Celery app, from the process's settings (built once)."""
+    return create_celery(get_settings())
+
+
+def __getattr__(name: str) -> Celery:
+    # `celery -A app.celery_app` loads the module's `app` (or `celery_app`): built
+    # on first access, so that the API and the tests can import the queue layout
+    # above without a configured environment.
+    if name in ("app", "celery_app"):
+        return worker_celery()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from kombu.message import Message
 
 from app.celery_app import IMPORT_TASK, PROCESS_TASK, dead_letter_queue
 from app.lifecycle import clients, settle
+from app.results import Outcome
 from app.schemas import TaskState
 from app.transient import is_transient
 
@@ -93,7 +94,10 @@ def record_dead(message: Message) -> dict[str, Any]:
     letter = describe_dead(message)
     task_id = letter.pop("task_id")
     outcome = settle(
-        task_id, letter["task"], TaskState.FAILURE, error=letter["error"], retries=letter["retries"]
+        task_id,
+        Outcome(
+            letter["task"], TaskState.FAILURE, error=letter["error"], retries=letter["retries"]
+        ),
     )
     letter["outcome"] = outcome.value
     letter["replayable"] = letter["args"] is not None and outcome == TaskState.FAILURE

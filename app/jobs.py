@@ -1,7 +1,9 @@
 """The tasks themselves: the processing task and the CSV import.
 
 Their life around the work (status, the one recorded outcome, retries) is
-app.lifecycle's; they call `begin`, `report` and `finish`.
+app.lifecycle's; they call `begin`, `report` and `finish`. They are shared
+tasks: each Celery app built by app.celery_app.create_celery gets them, with
+the retries and time limits its settings give them (`task_options`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import shared_task
 from pymongo import UpdateOne
 
 from app import db
-from app.celery_app import IMPORT_TASK, PROCESS_TASK, celery_app
+from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.lifecycle import TrackedTask, clients
 from app.settings import get_settings
 from app.work import (
@@ -25,17 +28,8 @@ from app.work import (
     validate_rows,
 )
 
-_settings = get_settings()
 
-
-@celery_app.task(
-    bind=True,
-    base=TrackedTask,
-    name=PROCESS_TASK,
-    max_retries=_settings.task_max_retries,
-    soft_time_limit=_settings.process_soft_time_limit,
-    time_limit=_settings.process_time_limit,
-)
+@shared_task(bind=True, base=TrackedTask, name=PROCESS_TASK)
 def process_data(self: TrackedTask, data: str, iterations: int) -> dict[str, Any]:
     """Run `iterations` steps of work over `data`, reporting progress."""
     rounds = get_settings().process_rounds_per_iteration
@@ -48,14 +42,7 @@ def process_data(self: TrackedTask, data: str, iterations: int) -> dict[str, Any
     return self.finish(accumulator.result(data), iterations)
 
 
-@celery_app.task(
-    bind=True,
-    base=TrackedTask,
-    name=IMPORT_TASK,
-    max_retries=_settings.task_max_retries,
-    soft_time_limit=_settings.import_soft_time_limit,
-    time_limit=_settings.import_time_limit,
-)
+@shared_task(bind=True, base=TrackedTask, name=IMPORT_TASK)
 def import_items(self: TrackedTask, csv_text: str, filename: str = "") -> dict[str, Any]:
     """Upsert items from CSV text by external_id, in batches; report rejected rows."""
     settings = get_settings()

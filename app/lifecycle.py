@@ -27,7 +27,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from app import db, redis_client
-from app.results import ResultStore
+from app.results import Outcome, ResultStore
 from app.schemas import TaskState
 from app.settings import get_settings
 from app.status import SyncStatusStore, is_final
@@ -109,37 +109,26 @@ def describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}"[:500]
 
 
-def settle(
-    task_id: str,
-    name: str,
-    state: TaskState,
-    *,
-    result: Any = None,
-    error: str | None = None,
-    retries: int = 0,
-    worker: str = "",
-    **fields: Any,
-) -> TaskState:
-    """Claim `state` as the task's outcome, then store the outcome that won in MongoDB.
+def settle(task_id: str, outcome: Outcome, **progress: Any) -> TaskState:
+    """Claim `outcome` in Redis (with `progress` fields), then store the outcome that
+    won in MongoDB.
 
-    Returns the task's outcome: `state`, or the one claimed before it (a cancel
-    that beat a result, say).
+    Returns the task's final state: `outcome.state`, or the one claimed before it
+    (a cancel that beat a result, say).
     """
-    values: dict[str, Any] = {"retries": retries, **fields}
-    if name:
-        values["name"] = name
-    if result is not None:
-        values["result"] = result
-    if error is not None:
-        values["error"] = error
-    outcome = clients.status.settle(task_id, state, **values)
-    if is_final(outcome):
-        return store_recorded_outcome(task_id, name, TaskState(outcome))
-    clients.results.store(
-        task_id, name, state, result=result, error=error, retries=retries, worker=worker
-    )
+    values: dict[str, Any] = {"retries": outcome.retries, **progress}
+    if outcome.name:
+        values["name"] = outcome.name
+    if outcome.result is not None:
+        values["result"] = outcome.result
+    if outcome.error is not None:
+        values["error"] = outcome.error
+    claimed = clients.status.settle(task_id, outcome.state, **values)
+    if is_final(claimed):
+        return store_recorded_outcome(task_id, outcome.name, TaskState(claimed))
+    clients.results.store(task_id, outcome)
     _shorten_record(task_id)
-    return state
+    return outcome.state
 
 
 def _shorten_record(task_id: str) -> None:
@@ -156,12 +145,14 @@ def store_recorded_outcome(task_id: str, name: str, outcome: TaskState) -> TaskS
         return outcome
     clients.results.store(
         task_id,
-        record.name or name,
-        record.status,
-        result=record.result,
-        error=record.error,
-        retries=record.retries,
-        worker=record.worker or "",
+        Outcome(
+            record.name or name,
+            record.status,
+            result=record.result,
+            error=record.error,
+            retries=record.retries,
+            worker=record.worker or "",
+        ),
     )
     _shorten_record(task_id)
     return record.status
@@ -228,15 +219,18 @@ class TrackedTask(Task[Any, Any]):
         self._settle(TaskState.SUCCESS, result=result, current=total, total=total)
         return result
 
-    def _settle(self, state: TaskState, **fields: Any) -> TaskState:
-        return settle(
-            self.task_id,
+    def _settle(
+        self, state: TaskState, *, result: Any = None, error: str | None = None, **progress: Any
+    ) -> TaskState:
+        outcome = Outcome(
             self.name,
             state,
+            result=result,
+            error=error,
             retries=self.request.retries,
             worker=self.worker_name,
-            **fields,
         )
+        return settle(self.task_id, outcome, **progress)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -296,7 +290,8 @@ class TrackedTask(Task[Any, Any]):
         # limit kills the process and is reported from the worker's main process.
         if isinstance(exc, TimeLimitExceeded):
             try:
-                settle(task_id, self.name, TaskState.FAILURE, error="hard time limit exceeded")
+                failed = Outcome(self.name, TaskState.FAILURE, error="hard time limit exceeded")
+                settle(task_id, failed)
             except Exception:
                 log.exception("cannot record the hard time limit of %s", task_id)
 
@@ -307,7 +302,7 @@ def _revoked_in_queue(request: Any = None, **_: Any) -> None:
     if request is None:
         return
     try:
-        settle(request.id, request.task_name or "", TaskState.REVOKED, error="cancelled")
+        settle(request.id, Outcome(request.task_name or "", TaskState.REVOKED, error="cancelled"))
     except Exception as exc:
         if not is_transient(exc):
             raise

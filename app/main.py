@@ -13,14 +13,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app import __version__, db, errors, metrics
-from app.api import health, items, tasks
-from app.celery_app import celery_app
+from app.api import async_tasks, health, items
+from app.api.clients import ApiClients
+from app.celery_app import create_celery
 from app.content_type import FormBodyAsJson
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
 from app.publisher import TaskPublisher
 from app.redis_client import async_client as redis_client_for
-from app.resources import Resources
 from app.settings import Settings, get_settings
 from app.status import AsyncStatusStore
 
@@ -55,13 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis_client = redis_client_for(settings)
         status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
         publisher = TaskPublisher(
-            celery_app,
+            create_celery(settings),
             status_store,
             url=settings.broker_url.get_secret_value(),
             timeout=settings.publish_connect_timeout_seconds,
             max_retries=settings.publish_max_retries,
         )
-        app.state.resources = Resources(
+        app.state.clients = ApiClients(
             settings=settings,
             mongo=mongo,
             database=database,
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(items.router)
-    app.include_router(tasks.router)
+    app.include_router(async_tasks.router)
     errors.install(app, settings.retry_after_seconds)
 
     @app.get("/metrics", include_in_schema=False)

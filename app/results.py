@@ -7,6 +7,7 @@ store a second, different result.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,18 @@ from app.db import DEAD_LETTERS, TASK_RESULTS
 from app.schemas import TaskState
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A task's final state and what goes with it, as Redis claims it and MongoDB keeps it."""
+
+    name: str
+    state: TaskState
+    result: Any = None
+    error: str | None = None
+    retries: int = 0
+    worker: str = ""
+
+
 class ResultStore:
     """The workers' side (sync PyMongo)."""
 
@@ -23,28 +36,18 @@ class ResultStore:
         self._results = database[TASK_RESULTS]
         self._dead = database[DEAD_LETTERS]
 
-    def store(
-        self,
-        task_id: str,
-        name: str,
-        state: TaskState,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        retries: int = 0,
-        worker: str = "",
-    ) -> None:
+    def store(self, task_id: str, outcome: Outcome) -> None:
         """Keep the task's outcome; a no-op when one is already stored."""
         self._results.update_one(
             {"_id": task_id},
             {
                 "$setOnInsert": {
-                    "name": name,
-                    "status": state.value,
-                    "result": result,
-                    "error": error,
-                    "retries": retries,
-                    "worker": worker,
+                    "name": outcome.name,
+                    "status": outcome.state.value,
+                    "result": outcome.result,
+                    "error": outcome.error,
+                    "retries": outcome.retries,
+                    "worker": outcome.worker,
                     "finished_at": datetime.now(UTC),
                 }
             },

@@ -115,11 +115,6 @@ class Settings(BaseSettings):
                 )
         return self
 
-    @property
-    def longest_task_seconds(self) -> int:
-        """The longest hard time limit: stop timeouts and broker timeouts must exceed it."""
-        return max(self.process_time_limit, self.import_time_limit)
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -154,7 +154,7 @@ class SyncStatusStore:
         return str(outcome)
 
     def outcome_stored(self, task_id: str) -> None:
-        """MongoDB holds the outcome now: the record need only outlive the last polls."""
+        """Once MongoDB holds the outcome, the record need only outlive the last polls."""
         self._client.expire(task_key(task_id), self._final_ttl)
 
     def get(self, task_id: str) -> TaskStatus | None:

@@ -1,4 +1,4 @@
-"""Shared test settings: the app reads APP_* at import, so set a safe env first."""
+"""Shared test settings: a safe APP_ENV, so settings read from the environment build."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Liveness and dependency health, in the seed tutorial's shape."""
+"""Liveness and dependency health: the body the README's tutorial reads (status, services)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from app import health
-from app.resources import Resources, get_resources
+from app.api.clients import ApiClients, get_clients
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +20,13 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health", responses={503: {"description": "A dependency is unreachable"}})
-async def health_check(res: Annotated[Resources, Depends(get_resources)]) -> JSONResponse:
+async def health_check(clients: Annotated[ApiClients, Depends(get_clients)]) -> JSONResponse:
     """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
-    timeout = res.settings.health_timeout_seconds
+    timeout = clients.settings.health_timeout_seconds
     reasons = await health.check_all(
-        health.ping_mongodb(res.mongo),
-        health.ping_redis(res.redis),
-        health.ping_rabbitmq(res.settings.broker_url.get_secret_value(), timeout),
+        health.ping_mongodb(clients.mongo),
+        health.ping_redis(clients.redis),
+        health.ping_rabbitmq(clients.settings.broker_url.get_secret_value(), timeout),
         timeout,
     )
     healthy = all(reason is None for reason in reasons.values())

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
+from app.api.clients import ApiClients, get_clients
 from app.items import ItemRepository
-from app.resources import Resources, get_resources
 from app.schemas import ErrorBody, Item, ItemCreate, ItemPage, ItemUpdate
 
 Responses = dict[int | str, dict[str, Any]]
@@ -15,8 +15,8 @@ router = APIRouter(prefix="/api/items", tags=["items"])
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No item has this id"}}
 
 
-async def repository(res: Annotated[Resources, Depends(get_resources)]) -> ItemRepository:
-    return res.items
+async def repository(clients: Annotated[ApiClients, Depends(get_clients)]) -> ItemRepository:
+    return clients.items
 
 
 Items = Annotated[ItemRepository, Depends(repository)]

@@ -521,8 +521,8 @@ class Load:
 
 
 def route_problems(load: Load, needs: Iterable[str]) -> list[str]:
-    """The issue's rule: no non-2xx on a route that does not need the failed part,
-    only clean 503s on one that does."""
+    """Every drill's rule: no non-2xx on a route that does not need the failed part
+    (it must keep serving), only clean 503s on one that does (clients can retry)."""
     needed = set(needs)
     problems = []
     samples = load.samples()

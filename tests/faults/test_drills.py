@@ -172,15 +172,22 @@ def outage(lab: Lab, part: Part, seconds: float, load: Load, route: str) -> floa
     return recovery
 
 
+def long_tasks_running(http: httpx.Client) -> tuple[list[str], int]:
+    """After the warm-up, submit LONG_TASKS long tasks and wait until they run (the
+    workers are killed mid-task); returns their ids and how many run."""
+    time.sleep(WARMUP)
+    long_ids = [submit(http, LONG, f"drill long {n}") for n in range(LONG_TASKS)]
+    running = wait_running(http, long_ids, want=LONG_TASKS, timeout=60)
+    return long_ids, running
+
+
 # --- the drills ----------------------------------------------------------------------------
 
 
 def test_every_default_worker_sigkilled_mid_task(drill: Lab) -> None:
     report = Report("worker-sigkill-all")
     with drill.client() as http, Load(drill, [submits(), lives()]) as load:
-        time.sleep(WARMUP)
-        long_ids = [submit(http, LONG, f"drill long {n}") for n in range(LONG_TASKS)]
-        running = wait_running(http, long_ids, want=LONG_TASKS, timeout=60)
+        long_ids, running = long_tasks_running(http)
         pids = {host: drill.unit(host, DEFAULT_WORKER)["MainPID"] for host in APP_HOSTS}
         parallel(lambda host: drill.kill_unit(host, DEFAULT_WORKER), APP_HOSTS)
         backs = dict(
@@ -210,9 +217,7 @@ def test_every_default_worker_sigkilled_mid_task(drill: Lab) -> None:
 def test_one_pool_process_per_host_sigkilled(drill: Lab) -> None:
     report = Report("pool-process-sigkill")
     with drill.client() as http, Load(drill, [submits(), lives()]) as load:
-        time.sleep(WARMUP)
-        long_ids = [submit(http, LONG, f"drill long {n}") for n in range(LONG_TASKS)]
-        running = wait_running(http, long_ids, want=LONG_TASKS, timeout=60)
+        long_ids, running = long_tasks_running(http)
         pools = {host: drill.pool_processes(host) for host in APP_HOSTS}
         victims = {host: children[0] for host, (_, children) in pools.items() if children}
         report.check(len(victims) == len(APP_HOSTS), f"pool processes not found: {pools}")
@@ -248,18 +253,25 @@ def test_one_pool_process_per_host_sigkilled(drill: Lab) -> None:
     )
 
 
-def test_rabbitmq_stopped_under_submits(drill: Lab) -> None:
-    report = Report("rabbitmq-stop")
-    with Load(drill, [submits(), lives(), reads(2)]) as load:
-        recovery = outage(drill, RABBITMQ, OUTAGE, load, "submit")
+def outage_drill(lab: Lab, name: str, part: Part, route: str, back_to: str) -> None:
+    """Stop `part` for OUTAGE seconds under submits, liveness and item reads: every
+    accepted task ends once, and only `route` (the one that needs `part`) may
+    answer 503; the recovery is timed from `part` back to `back_to`."""
+    report = Report(name)
+    with Load(lab, [submits(), lives(), reads(2)]) as load:
+        recovery = outage(lab, part, OUTAGE, load, route)
     ids = load.accepted()
-    ledger = settle(drill, ids, SETTLE)
-    report.problems += route_problems(load, needs={"submit"})
+    ledger = settle(lab, ids, SETTLE)
+    report.problems += route_problems(load, needs={route})
     report.finish(
         report.tasks(ledger, ids),
         format_routes(load) + ";",
-        report.recovery(recovery, "RabbitMQ back to the first 202"),
+        report.recovery(recovery, back_to),
     )
+
+
+def test_rabbitmq_stopped_under_submits(drill: Lab) -> None:
+    outage_drill(drill, "rabbitmq-stop", RABBITMQ, "submit", "RabbitMQ back to the first 202")
 
 
 def test_rabbitmq_restarted_with_tasks_queued(drill: Lab) -> None:
@@ -290,16 +302,8 @@ def test_rabbitmq_restarted_with_tasks_queued(drill: Lab) -> None:
 
 
 def test_mongodb_stopped_under_submits(drill: Lab) -> None:
-    report = Report("mongodb-stop")
-    with Load(drill, [submits(), lives(), reads(2)]) as load:
-        recovery = outage(drill, MONGODB, OUTAGE, load, "items")
-    ids = load.accepted()
-    ledger = settle(drill, ids, SETTLE)
-    report.problems += route_problems(load, needs={"items"})
-    report.finish(
-        report.tasks(ledger, ids),
-        format_routes(load) + ";",
-        report.recovery(recovery, "MongoDB back to the first GET /api/items 200"),
+    outage_drill(
+        drill, "mongodb-stop", MONGODB, "items", "MongoDB back to the first GET /api/items 200"
     )
 
 
@@ -316,17 +320,7 @@ def test_mongodb_stopped_under_reads(drill: Lab) -> None:
 
 
 def test_redis_stopped_under_submits(drill: Lab) -> None:
-    report = Report("redis-stop")
-    with Load(drill, [submits(), lives(), reads(2)]) as load:
-        recovery = outage(drill, REDIS, OUTAGE, load, "submit")
-    ids = load.accepted()
-    ledger = settle(drill, ids, SETTLE)
-    report.problems += route_problems(load, needs={"submit"})
-    report.finish(
-        report.tasks(ledger, ids),
-        format_routes(load) + ";",
-        report.recovery(recovery, "Redis back to the first 202"),
-    )
+    outage_drill(drill, "redis-stop", REDIS, "submit", "Redis back to the first 202")
 
 
 def import_drill(lab: Lab, part: Part, route: str) -> None:

@@ -1,4 +1,4 @@
-"""Polling helpers for task state."""
+"""Request and polling helpers shared by the integration tests."""
 
 from __future__ import annotations
 
@@ -35,3 +35,10 @@ def submit_process(client: httpx.Client, iterations: int, data: str = "heavy tas
     assert body["status"] == "PENDING"
     task_id: str = body["task_id"]
     return task_id
+
+
+def post_like_curl(client: httpx.Client, path: str, body: bytes) -> httpx.Response:
+    """POST a JSON body as the tutorial's `curl -d` sends it: under the form content type."""
+    return client.post(
+        path, content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )

@@ -185,7 +185,7 @@ def gunicorn_api(env: dict[str, str], log: Path, port: int) -> Process:
     )
 
 
-# Run with the service's environment: app.celery_app reads its settings on import.
+# Run with the service's environment: `celery_app` is built from it on first use.
 _DELETE_QUEUES = """
 from kombu import Connection
 from app.celery_app import DEAD_QUEUE, QUEUE_NAMES, celery_app

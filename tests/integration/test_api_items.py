@@ -7,27 +7,22 @@ from typing import Any
 
 import httpx
 
+from tests.expected import HEALTHY
+from tests.integration.helpers import post_like_curl
+
 
 def test_health_reports_every_service_connected(client: httpx.Client) -> None:
     response = client.get("/health")
     assert response.status_code == 200, response.text
-    assert response.json() == {
-        "status": "healthy",
-        "services": {"mongodb": "connected", "redis": "connected", "rabbitmq": "connected"},
-    }
+    assert response.json() == HEALTHY
 
 
 def test_liveness_touches_no_dependency(client: httpx.Client) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
 
 
-def test_seed_create_item_example(client: httpx.Client) -> None:
-    # `curl -d` sends JSON under the form content type; so does the tutorial.
-    response = client.post(
-        "/api/items",
-        content=b'{"name": "Test Item"}',
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
+def test_tutorial_create_item_example(client: httpx.Client) -> None:
+    response = post_like_curl(client, "/api/items", b'{"name": "Test Item"}')
     assert response.status_code == 201, response.text
     item = response.json()
     assert item["name"] == "Test Item"

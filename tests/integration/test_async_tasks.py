@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.integration.helpers import submit_process, wait_status
+from tests.integration.helpers import post_like_curl, submit_process, wait_status
 from tests.integration.services import wait_until
 
 
@@ -25,7 +25,10 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
     assert final["worker"].startswith("test-")  # the worker's node name
     assert len(final["result"]["processed_items"]) == 100
 
-    stored = mongo_db["task_results"].find_one({"_id": task_id})
+    # The outcome is claimed in Redis first; MongoDB gets it a moment later.
+    stored = wait_until(
+        lambda: mongo_db["task_results"].find_one({"_id": task_id}), 10, message="result stored"
+    )
     assert stored["status"] == "SUCCESS"
     assert stored["result"] == final["result"]
     assert stored["worker"] == final["worker"]
@@ -34,11 +37,9 @@ def test_process_reports_progress_then_stores_result_in_mongodb(
     assert result["result"] == final["result"]
 
 
-def test_seed_async_example(client: httpx.Client) -> None:
-    response = client.post(
-        "/api/async/process",
-        content=b'{"data": "heavy task", "iterations": 100}',
-        headers={"content-type": "application/x-www-form-urlencoded"},
+def test_tutorial_async_example(client: httpx.Client) -> None:
+    response = post_like_curl(
+        client, "/api/async/process", b'{"data": "heavy task", "iterations": 100}'
     )
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]

@@ -11,9 +11,9 @@ from pymongo import DESCENDING
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
+from app.api.clients import ApiClients, get_clients
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.db import DEAD_LETTERS, TASK_RESULTS
-from app.resources import Resources, get_resources
 from app.schemas import (
     TERMINAL_STATES,
     DeadLetter,
@@ -31,7 +31,7 @@ from app.work import CsvFormatError, check_csv_header, count_data_rows
 
 Responses = dict[int | str, dict[str, Any]]
 router = APIRouter(prefix="/api/async", tags=["tasks"])
-Res = Annotated[Resources, Depends(get_resources)]
+Clients = Annotated[ApiClients, Depends(get_clients)]
 UNAVAILABLE: Responses = {503: {"model": ErrorBody, "description": "Broker or Redis unreachable"}}
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task has this id"}}
 CSV_TYPES = {"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel"}
@@ -48,15 +48,15 @@ def _not_found(task_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id!r} not found")
 
 
-async def _final_document(res: Resources, task_id: str) -> dict[str, Any] | None:
-    doc: dict[str, Any] | None = await res.database[TASK_RESULTS].find_one({"_id": task_id})
+async def _final_document(clients: ApiClients, task_id: str) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = await clients.database[TASK_RESULTS].find_one({"_id": task_id})
     return doc
 
 
 @router.post("/process", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
-async def submit_process(body: ProcessRequest, res: Res) -> TaskSubmitted:
+async def submit_process(body: ProcessRequest, clients: Clients) -> TaskSubmitted:
     """Queue `iterations` steps of work over `data`; answers at once with the task id."""
-    task_id = await res.publisher.submit(
+    task_id = await clients.publisher.submit(
         PROCESS_TASK, total=body.iterations, args=[body.data, body.iterations]
     )
     return TaskSubmitted(task_id=task_id)
@@ -68,10 +68,11 @@ async def submit_process(body: ProcessRequest, res: Res) -> TaskSubmitted:
     responses={**UNAVAILABLE, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def submit_import(
-    res: Res, file: Annotated[UploadFile, File(description="CSV: external_id,name[,description]")]
+    clients: Clients,
+    file: Annotated[UploadFile, File(description="CSV: external_id,name[,description]")],
 ) -> TaskSubmitted:
     """Queue a CSV import of items, upserted by external_id (re-running a file is safe)."""
-    settings = res.settings
+    settings = clients.settings
     filename = file.filename or ""
     content_type = (file.content_type or "").split(";")[0].strip().lower()
     if content_type not in CSV_TYPES and not filename.lower().endswith(".csv"):
@@ -105,24 +106,24 @@ async def submit_import(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"{rows} rows; at most {settings.import_max_rows} per file",
         )
-    task_id = await res.publisher.submit(
+    task_id = await clients.publisher.submit(
         IMPORT_TASK, total=rows, args=[text, filename], compression="gzip"
     )
     return TaskSubmitted(task_id=task_id)
 
 
 @router.get("/status/{task_id}", responses={**NOT_FOUND, **UNAVAILABLE})
-async def task_status(task_id: str, res: Res) -> TaskStatus:
+async def task_status(task_id: str, clients: Clients) -> TaskStatus:
     """Live status from Redis; for a finished task whose record expired, from MongoDB."""
     task_id = _checked_id(task_id)
     redis_error: RedisError | None = None
     try:
-        record = await res.status.get(task_id)
+        record = await clients.status.get(task_id)
     except RedisError as exc:
         record, redis_error = None, exc
     if record is not None:
         return record
-    doc = await _final_document(res, task_id)
+    doc = await _final_document(clients, task_id)
     if doc is not None:
         return TaskStatus(
             task_id=task_id,
@@ -140,7 +141,7 @@ async def task_status(task_id: str, res: Res) -> TaskStatus:
 
 
 @router.get("/result/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def task_result(task_id: str, res: Res) -> TaskResult:
+async def task_result(task_id: str, clients: Clients) -> TaskResult:
     """The final result as stored in MongoDB (kept after the Redis status expires).
 
     The outcome is claimed in Redis first and MongoDB follows, so until then, or
@@ -149,7 +150,7 @@ async def task_result(task_id: str, res: Res) -> TaskResult:
     task_id = _checked_id(task_id)
     mongo_error: ConnectionFailure | None = None
     try:
-        doc = await _final_document(res, task_id)
+        doc = await _final_document(clients, task_id)
     except ConnectionFailure as exc:
         doc, mongo_error = None, exc
     if doc is not None:
@@ -162,7 +163,7 @@ async def task_result(task_id: str, res: Res) -> TaskResult:
             error=doc.get("error"),
             finished_at=doc["finished_at"],
         )
-    record = await res.status.get(task_id)
+    record = await clients.status.get(task_id)
     if record is None:
         if mongo_error is not None:
             raise mongo_error
@@ -183,12 +184,12 @@ async def task_result(task_id: str, res: Res) -> TaskResult:
 
 
 @router.delete("/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def cancel_task(task_id: str, res: Res) -> TaskStatus:
+async def cancel_task(task_id: str, clients: Clients) -> TaskStatus:
     """Cancel a pending or running task: its status becomes REVOKED."""
     task_id = _checked_id(task_id)
-    outcome = await res.status.request_cancel(task_id)
+    outcome = await clients.status.request_cancel(task_id)
     if outcome == "MISSING":
-        doc = await _final_document(res, task_id)
+        doc = await _final_document(clients, task_id)
         if doc is None:
             raise _not_found(task_id)
         outcome = doc["status"]
@@ -196,17 +197,19 @@ async def cancel_task(task_id: str, res: Res) -> TaskStatus:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"task {task_id} already finished with status {outcome}"
         )
-    await res.publisher.broadcast_revoke(task_id)
-    record = await res.status.get(task_id)
+    await clients.publisher.broadcast_revoke(task_id)
+    record = await clients.status.get(task_id)
     if record is None:
         raise _not_found(task_id)
     return record
 
 
 @router.get("/dead")
-async def dead_letters(res: Res, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> DeadLetterPage:
+async def dead_letters(
+    clients: Clients, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> DeadLetterPage:
     """Tasks whose messages could not be run (dead-lettered), newest first."""
-    collection = res.database[DEAD_LETTERS]
+    collection = clients.database[DEAD_LETTERS]
     cursor = collection.find({}).sort([("dead_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     items = [DeadLetter(task_id=doc["_id"], **_dead_fields(doc)) async for doc in cursor]
     return DeadLetterPage(items=items, total=await collection.count_documents({}))
@@ -230,10 +233,10 @@ def _replay_total(task: str, args: list[Any]) -> int:
     status_code=status.HTTP_202_ACCEPTED,
     responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody}},
 )
-async def replay_dead_letter(task_id: str, res: Res) -> TaskReplayed:
+async def replay_dead_letter(task_id: str, clients: Clients) -> TaskReplayed:
     """Submit a dead-lettered task again, under a new task id (once)."""
     task_id = _checked_id(task_id)
-    collection = res.database[DEAD_LETTERS]
+    collection = clients.database[DEAD_LETTERS]
     doc = await collection.find_one({"_id": task_id})
     if doc is None:
         raise _not_found(task_id)
@@ -255,7 +258,7 @@ async def replay_dead_letter(task_id: str, res: Res) -> TaskReplayed:
     if claimed.modified_count != 1:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} was replayed already")
     try:
-        await res.publisher.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
+        await clients.publisher.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
     except BaseException:
         await collection.update_one({"_id": task_id}, {"$set": {"replayed_as": None}})
         raise

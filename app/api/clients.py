@@ -1,4 +1,4 @@
-"""Clients shared by every request, created once per process in the app's lifespan."""
+"""What the API's routes use, created once per process in the app's lifespan."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from app.status import AsyncStatusStore
 
 
 @dataclass
-class Resources:
+class ApiClients:
+    """The API process's settings, clients and stores (the workers' are app.lifecycle's)."""
+
     settings: Settings
     mongo: AsyncMongoClient[dict[str, Any]]
     database: AsyncDatabase[dict[str, Any]]
@@ -27,7 +29,7 @@ class Resources:
     items: ItemRepository
 
 
-async def get_resources(request: Request) -> Resources:
+async def get_clients(request: Request) -> ApiClients:
     # async: a plain def dependency would cost a thread-pool hop per request
-    resources: Resources = request.app.state.resources
-    return resources
+    clients: ApiClients = request.app.state.clients
+    return clients
