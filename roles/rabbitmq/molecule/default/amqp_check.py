@@ -34,7 +34,9 @@ if mode == "roundtrip":
         ch.queue_declare("verify.roundtrip", durable=True, auto_delete=False)
         ch.queue_bind("verify.roundtrip", "molecule.probe", routing_key="verify.roundtrip")
         ch.basic_publish(
-            amqp.Message(body, delivery_mode=2), exchange="molecule.probe", routing_key="verify.roundtrip"
+            amqp.Message(body, delivery_mode=2),
+            exchange="molecule.probe",
+            routing_key="verify.roundtrip",
         )
         msg = None
         for _ in range(50):
