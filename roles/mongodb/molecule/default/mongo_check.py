@@ -21,6 +21,16 @@ def coll():
     return MongoClient(uri).queuesvc.verify
 
 
+def expect_refused(what, operation):
+    """Run operation; the server must refuse it (OperationFailure), else exit non-zero."""
+    try:
+        operation()
+    except OperationFailure as exc:
+        print(f"{what} refused: code={exc.code}")
+    else:
+        sys.exit(f"{what} was accepted")
+
+
 if mode == "roundtrip":
     c = coll()
     c.delete_many({"kind": "roundtrip"})
@@ -36,25 +46,11 @@ elif mode == "refused":
     noauth = MongoClient(
         f"mongodb://{host}:27017/?directConnection=true&serverSelectionTimeoutMS=10000"
     )
-    try:
-        noauth.queuesvc.verify.insert_one({"kind": "intruder"})
-    except OperationFailure as exc:
-        print(f"unauthenticated insert refused: code={exc.code}")
-    else:
-        sys.exit("unauthenticated insert was accepted")
-    try:
-        noauth.queuesvc.verify.find_one({})
-    except OperationFailure as exc:
-        print(f"unauthenticated find refused: code={exc.code}")
-    else:
-        sys.exit("unauthenticated find was accepted")
+    intruder = noauth.queuesvc.verify
+    expect_refused("unauthenticated insert", lambda: intruder.insert_one({"kind": "intruder"}))
+    expect_refused("unauthenticated find", lambda: intruder.find_one({}))
     bad = MongoClient(f"mongodb://{user}:wrong-password@{host}:27017/queuesvc?{opts}")
-    try:
-        bad.queuesvc.verify.find_one({})
-    except OperationFailure as exc:
-        print(f"wrong password refused: code={exc.code}")
-    else:
-        sys.exit("wrong password was accepted")
+    expect_refused("wrong password", lambda: bad.queuesvc.verify.find_one({}))
 elif mode == "put":
     coll().replace_one({"_id": sys.argv[2]}, {"_id": sys.argv[2], "kind": "marker"}, upsert=True)
     print(f"put {sys.argv[2]}")

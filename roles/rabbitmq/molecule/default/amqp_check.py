@@ -28,13 +28,15 @@ if mode == "roundtrip":
     with connect(user, password, vhost) as conn:
         ch = conn.channel()
         # Passive: the role declared them durable; this fails if they are missing.
-        ch.exchange_declare("queuesvc", "direct", passive=True)
-        ch.queue_declare("default", passive=True)
+        ch.exchange_declare("molecule.probe", "direct", passive=True)
+        ch.queue_declare("molecule.probe.a", passive=True)
         # What the app does: a durable queue of its own, then publish and consume.
         ch.queue_declare("verify.roundtrip", durable=True, auto_delete=False)
-        ch.queue_bind("verify.roundtrip", "queuesvc", routing_key="verify.roundtrip")
+        ch.queue_bind("verify.roundtrip", "molecule.probe", routing_key="verify.roundtrip")
         ch.basic_publish(
-            amqp.Message(body, delivery_mode=2), exchange="queuesvc", routing_key="verify.roundtrip"
+            amqp.Message(body, delivery_mode=2),
+            exchange="molecule.probe",
+            routing_key="verify.roundtrip",
         )
         msg = None
         for _ in range(50):
