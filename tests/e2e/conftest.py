@@ -1,4 +1,4 @@
-"""End-to-end tests against a deployed lab (run by scripts/lab, not by default).
+"""End-to-end tests against a deployed lab (run by python3 -m scripts.lab, not by default).
 
 Settings from the environment:
   QUEUESVC_E2E_URL        the load balancer, e.g. https://192.168.56.10
@@ -26,7 +26,9 @@ FIGURES: list[str] = []
 def lab() -> dict[str, str]:
     url = os.environ.get("QUEUESVC_E2E_URL")
     if not url:
-        pytest.skip("no deployed lab: QUEUESVC_E2E_URL is not set (scripts/lab runs these)")
+        pytest.skip(
+            "no deployed lab: QUEUESVC_E2E_URL is not set (python3 -m scripts.lab runs these)"
+        )
     return {
         "url": url.rstrip("/"),
         "verify": os.environ.get("QUEUESVC_E2E_VERIFY", "yes"),

@@ -1,4 +1,4 @@
-"""Fault drills against a deployed lab (run by scripts/lab/ci.sh after tests/e2e).
+"""Fault drills against a deployed lab (run by `python3 -m scripts.lab test` after tests/e2e).
 
 Same settings as tests/e2e (QUEUESVC_E2E_URL, QUEUESVC_E2E_VERIFY, ...); the
 drills also inject faults from this machine with lxc-attach, lxc-stop and
@@ -70,7 +70,9 @@ def _missing_prerequisites() -> list[str]:
 def lab() -> Lab:
     url = os.environ.get("QUEUESVC_E2E_URL")
     if not url:
-        pytest.skip("no deployed lab: QUEUESVC_E2E_URL is not set (scripts/lab runs these)")
+        pytest.skip(
+            "no deployed lab: QUEUESVC_E2E_URL is not set (python3 -m scripts.lab runs these)"
+        )
     missing = _missing_prerequisites()
     if missing:
         reason = "fault drills need " + ", ".join(missing)

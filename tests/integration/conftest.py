@@ -1,4 +1,4 @@
-"""Fixtures: real RabbitMQ and Redis (scripts/dev-services.sh), a MongoDB server,
+"""Fixtures: real RabbitMQ and Redis (`python3 -m scripts.lab services`), a MongoDB server,
 a real Celery worker and the API under gunicorn, all on loopback."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def dev_env() -> dict[str, str]:
     values = load_dev_env()
     for key in ("APP_TEST_BROKER_URL", "APP_TEST_REDIS_URL"):
         if not values.get(key):
-            _missing(f"{key} is not set: run scripts/dev-services.sh first")
+            _missing(f"{key} is not set: run `python3 -m scripts.lab services` first")
     return values
 
 
@@ -70,7 +70,7 @@ def mongo(dev_env: dict[str, str], workdir: Path) -> Iterator[MongoEmulator | No
     if not python or not Path(python).exists():
         pytest.skip(
             "no MongoDB server: set APP_TEST_MONGODB_URI, or install Python 3.13 so "
-            "scripts/dev-services.sh can set up the mongoeco emulator"
+            "`python3 -m scripts.lab services` can set up the mongoeco emulator"
         )
     emulator = MongoEmulator(python, workdir)
     emulator.start()
@@ -163,7 +163,7 @@ def redis_server(dev_env: dict[str, str]) -> Iterator[RedisServer]:
     """Stop and start the local Redis; always running again afterwards."""
     conf = dev_env.get("APP_TEST_REDIS_CONF")
     if not conf:
-        _missing("APP_TEST_REDIS_CONF is not set: run scripts/dev-services.sh first")
+        _missing("APP_TEST_REDIS_CONF is not set: run `python3 -m scripts.lab services` first")
     server = RedisServer(dev_env["APP_TEST_REDIS_URL"], Path(str(conf)))
     yield server
     server.start()

@@ -23,7 +23,7 @@ DEV_ENV_FILE = Path(os.environ.get("QUEUESVC_DEV_ENV", "/var/lib/queuesvc-dev/te
 
 
 def load_dev_env() -> dict[str, str]:
-    """Connection settings written by scripts/dev-services.sh, overridable by the environment."""
+    """Connection settings that `python3 -m scripts.lab services` writes; the environment wins."""
     values: dict[str, str] = {}
     if DEV_ENV_FILE.exists():
         for line in DEV_ENV_FILE.read_text().splitlines():
@@ -210,7 +210,7 @@ def purge_queues(env: dict[str, str]) -> None:
 
 @dataclass
 class RedisServer:
-    """The local Redis of scripts/dev-services.sh, stopped and started by tests."""
+    """The local Redis of `python3 -m scripts.lab services`, stopped and started by tests."""
 
     url: str
     conf: Path
