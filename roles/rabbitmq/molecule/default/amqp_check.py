@@ -1,5 +1,7 @@
 """AMQP checks run on the app server: a real publish and consume with the
-app's user, and the guest account refused. Reads AMQP_* from the environment."""
+app's user, and the guest account refused. Reads AMQP_* from the environment:
+AMQP_EXCHANGE and AMQP_QUEUE name what must exist already (the scenario's
+probes by default; the lab's check names the app's own)."""
 
 import os
 import sys
@@ -12,6 +14,8 @@ host = os.environ["AMQP_HOST"]
 vhost = os.environ.get("AMQP_VHOST", "queuesvc")
 user = os.environ["AMQP_USER"]
 password = os.environ["AMQP_PASSWORD"]
+exchange = os.environ.get("AMQP_EXCHANGE", "molecule.probe")
+existing_queue = os.environ.get("AMQP_QUEUE", "molecule.probe.a")
 mode = sys.argv[1]
 
 
@@ -28,14 +32,14 @@ if mode == "roundtrip":
     with connect(user, password, vhost) as conn:
         ch = conn.channel()
         # Passive: the role declared them durable; this fails if they are missing.
-        ch.exchange_declare("molecule.probe", "direct", passive=True)
-        ch.queue_declare("molecule.probe.a", passive=True)
+        ch.exchange_declare(exchange, "direct", passive=True)
+        ch.queue_declare(existing_queue, passive=True)
         # What the app does: a durable queue of its own, then publish and consume.
         ch.queue_declare("verify.roundtrip", durable=True, auto_delete=False)
-        ch.queue_bind("verify.roundtrip", "molecule.probe", routing_key="verify.roundtrip")
+        ch.queue_bind("verify.roundtrip", exchange, routing_key="verify.roundtrip")
         ch.basic_publish(
             amqp.Message(body, delivery_mode=2),
-            exchange="molecule.probe",
+            exchange=exchange,
             routing_key="verify.roundtrip",
         )
         msg = None
