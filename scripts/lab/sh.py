@@ -174,12 +174,18 @@ def virtualenv(path: Path, python: str, pip_args: Sequence[str], inputs: Sequenc
     return path
 
 
+def _venv_python() -> str:
+    """The Python the project's virtualenvs are made with: this one if it is
+    3.11 or newer, else Debian's."""
+    return sys.executable if python_at_least(sys.executable, 11) else "/usr/bin/python3"
+
+
 def project_venv() -> Path:
     """The service with its dev tools, at the versions in constraints.txt."""
     root = config.ROOT
     return virtualenv(
         config.VENV,
-        sys.executable if python_at_least(sys.executable, 11) else "/usr/bin/python3",
+        _venv_python(),
         ["-c", "constraints.txt", "-e", ".[dev]"],
         [root / "pyproject.toml", root / "constraints.txt"],
     )
@@ -189,7 +195,7 @@ def tools_venv() -> Path:
     """The controller's tools (ansible, molecule, linters), pinned by requirements-ansible.txt."""
     return virtualenv(
         config.TOOLS_VENV,
-        sys.executable if python_at_least(sys.executable, 11) else "/usr/bin/python3",
+        _venv_python(),
         ["-r", "requirements-ansible.txt"],
         [config.ROOT / "requirements-ansible.txt"],
     )
