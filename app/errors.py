@@ -15,7 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.publisher import BrokerUnavailable
+from app.metrics import PUBLISH_BUSY
+from app.publisher import BrokerBusy, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def broker_busy(request: Request, exc: Exception) -> JSONResponse:
+    # Load, not an outage: counted, not logged per request (that would add load).
+    PUBLISH_BUSY.inc()
+    log.debug("broker busy on %s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(request, "the task queue is busy; the task was not accepted, try again")
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
@@ -70,4 +78,5 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(RedisTimeoutError, redis_unavailable)
     app.add_exception_handler(RedisOutOfMemoryError, redis_full)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
+    app.add_exception_handler(BrokerBusy, broker_busy)
     app.add_exception_handler(Exception, unexpected)

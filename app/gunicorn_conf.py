@@ -6,17 +6,42 @@ Each value can be overridden with GUNICORN_CMD_ARGS or the command line.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import multiprocess
+from uvicorn_worker import UvicornWorker
+
+
+class Worker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no types
+    """uvicorn with a cap on open connections per process (its `limit_concurrency`).
+
+    The app sheds load itself at APP_MAX_IN_FLIGHT requests with a JSON 503
+    (app.overload); this cap is the backstop against a flood of connections,
+    above the in-flight limit plus the idle keep-alive connections nginx
+    holds. Past it uvicorn answers its own plain 503 and closes.
+    """
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "limit_concurrency": int(os.environ.get("APP_MAX_CONNECTIONS", "1024")),
+    }
+
 
 bind = os.environ.get("APP_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("APP_WORKERS", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "app.gunicorn_conf.Worker"
+# Connections the kernel queues for the workers to accept (the listen
+# backlog, capped by net.core.somaxconn: the app role raises it). Workers
+# accept fast and shed what they cannot run, so the queue absorbs bursts
+# instead of dropping SYNs that nginx would see as connect timeouts.
+backlog = int(os.environ.get("APP_BACKLOG", "4096"))
 # Requests in flight finish on stop/HUP within this time.
 graceful_timeout = 30
 timeout = 60
-keepalive = 5
+# Idle keep-alive (seconds): longer than the load balancers' own upstream
+# keep-alive (nginx_upstream_keepalive_timeout, 60 s), so nginx always closes
+# an idle connection first and never reuses one the app is closing.
+keepalive = 75
 # No max_requests recycling: under balanced load every worker of every app
 # server reaches the limit together, and a 2 s reboot of all of them at once
 # made nginx mark the whole upstream down (measured through the lab's lb1).

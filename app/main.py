@@ -19,6 +19,7 @@ from app.celery_app import create_celery
 from app.content_type import FormBodyAsJson
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
+from app.overload import InFlightLimit
 from app.publisher import TaskPublisher
 from app.redis_client import async_client as redis_client_for
 from app.settings import Settings, get_settings
@@ -58,8 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             create_celery(settings),
             status_store,
             url=settings.broker_url.get_secret_value(),
-            timeout=settings.publish_connect_timeout_seconds,
+            connect_timeout=settings.publish_connect_timeout_seconds,
+            confirm_timeout=settings.publish_confirm_timeout_seconds,
             max_retries=settings.publish_max_retries,
+            max_in_flight=settings.publish_max_in_flight,
         )
         app.state.clients = ApiClients(
             settings=settings,
@@ -105,4 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(FormBodyAsJson)
     app.add_middleware(metrics.MetricsMiddleware)
+    # Outermost: a request over the limit costs nothing else.
+    app.add_middleware(
+        InFlightLimit,
+        limit=settings.max_in_flight,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
     return app

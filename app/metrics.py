@@ -34,6 +34,10 @@ TASKS_SUBMITTED = Counter(
     "queuesvc_tasks_submitted_total", "Tasks published to the broker", ["task"]
 )
 
+PUBLISH_BUSY = Counter(
+    "queuesvc_publish_busy_total", "Submits refused because RabbitMQ confirmed too slowly (load)"
+)
+
 
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -4,8 +4,17 @@ Celery's own publisher is synchronous. The API builds the task message with
 Celery's code (``app.amqp.as_task_v2``, protocol 2, so any Celery worker reads
 it) and publishes it with aio-pika over one connection per process, with
 publisher confirms and ``mandatory``: a 202 means RabbitMQ has routed and
-taken the message. A broker that is down fails fast: every attempt is bounded
-by the connect timeout, and the attempts by APP_PUBLISH_MAX_RETRIES.
+taken the message.
+
+Load and outage are told apart. Reaching RabbitMQ (connect, channel,
+declarations) is bounded by APP_PUBLISH_CONNECT_TIMEOUT_SECONDS per attempt
+and the attempts by APP_PUBLISH_MAX_RETRIES: a broker that is down fails fast
+(BrokerUnavailable). Once a message is sent, its confirm is awaited up to
+APP_PUBLISH_CONFIRM_TIMEOUT_SECONDS; at most APP_PUBLISH_MAX_IN_FLIGHT
+publishes await theirs, and the next waits for a slot within the same bound.
+A submit that runs out of that time while the broker still confirms others
+is load (BrokerBusy), and the connection is kept; only when no confirm at
+all came back in that time is the connection taken for dead.
 """
 
 from __future__ import annotations
@@ -35,7 +44,11 @@ RETRY_PAUSE_SECONDS = 0.25
 
 
 class BrokerUnavailable(Exception):
-    """The task could not be handed to RabbitMQ."""
+    """The task could not be handed to RabbitMQ: it is down or unreachable."""
+
+
+class BrokerBusy(Exception):
+    """RabbitMQ is up, but did not take the task in time: load, not an outage."""
 
 
 class TaskPublisher:
@@ -45,15 +58,22 @@ class TaskPublisher:
         status: AsyncStatusStore,
         *,
         url: str,
-        timeout: float,
+        connect_timeout: float,
+        confirm_timeout: float,
         max_retries: int,
+        max_in_flight: int,
     ) -> None:
         self._celery = celery
         self._queues: tuple[Queue, ...] = tuple(celery.conf.task_queues)
         self._status = status
         self._url = url
-        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._confirm_timeout = confirm_timeout
         self._attempts = max_retries + 1
+        self._max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        # When RabbitMQ last confirmed a message of this process (monotonic).
+        self._last_confirm = 0.0
         self._origin = f"queuesvc-api@{socket.gethostname()}"
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -78,6 +98,10 @@ class TaskPublisher:
             await self._publish(message, queue_for(name))
         except BrokerUnavailable:
             await self._status.discard(task_id)
+            raise
+        except BrokerBusy:
+            # The message may still be routed and run: the record stays, so
+            # the task reports its outcome if it does.
             raise
         TASKS_SUBMITTED.labels(task=name).inc()
         return task_id
@@ -108,23 +132,59 @@ class TaskPublisher:
         )
 
     async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        deadline = asyncio.get_running_loop().time() + self._confirm_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            waited = f"no publish slot within {self._confirm_timeout:g} s"
+            if self._confirming(deadline):
+                busy = f"{waited}: all {self._max_in_flight} await their confirm"
+                raise BrokerBusy(busy) from None
+            raise BrokerUnavailable(f"{waited}, and no confirm came back") from None
+        try:
+            await self._publish_with_retries(message, routing_key)
+        finally:
+            self._slots.release()
+
+    def _confirming(self, now: float) -> bool:
+        """Whether RabbitMQ confirmed a message within the confirm timeout before `now`."""
+        return self._last_confirm > now - self._confirm_timeout
+
+    async def _publish_with_retries(self, message: aio_pika.Message, routing_key: str) -> None:
         last_error: BaseException | None = None
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
             try:
                 exchange = await self._ready_exchange()
-                async with asyncio.timeout(self._timeout):
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPException) as exc:
+                last_error = exc
+                await self._drop_connection()
+                continue
+            sent = asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(self._confirm_timeout):
                     await exchange.publish(message, routing_key=routing_key, mandatory=True)
-                return
+            except TimeoutError:
+                if self._confirming(sent + self._confirm_timeout):
+                    raise BrokerBusy(
+                        f"no confirm within {self._confirm_timeout:g} s; the broker is "
+                        "confirming other messages"
+                    ) from None
+                last_error = TimeoutError(f"no confirm at all for {self._confirm_timeout:g} s")
+                await self._drop_connection()
+                continue
             except (
-                TimeoutError,
                 OSError,
                 aio_pika.exceptions.AMQPException,
                 aio_pika.exceptions.ChannelInvalidStateError,
             ) as exc:
                 last_error = exc
                 await self._drop_connection()
+                continue
+            self._last_confirm = asyncio.get_running_loop().time()
+            return
         raise BrokerUnavailable(f"{last_error.__class__.__name__}: {last_error}")
 
     async def _ready_exchange(self) -> AbstractExchange:
@@ -133,10 +193,10 @@ class TaskPublisher:
         async with self._connecting:
             if self._exchange is None or self._channel is None or self._channel.is_closed:
                 await self._drop_connection()
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self._connect_timeout):
                     self._connection = await aio_pika.connect(
                         self._url,
-                        timeout=self._timeout,
+                        timeout=self._connect_timeout,
                         client_properties={"connection_name": self._origin},
                     )
                     self._channel = await self._connection.channel(publisher_confirms=True)
@@ -167,7 +227,7 @@ class TaskPublisher:
         self._channel = self._exchange = None
         if connection is not None:
             with suppress(Exception):
-                await asyncio.wait_for(connection.close(), self._timeout)
+                await asyncio.wait_for(connection.close(), self._connect_timeout)
 
     async def broadcast_revoke(self, task_id: str) -> None:
         """Ask every worker to drop the task if it is still queued (best effort)."""

@@ -57,8 +57,17 @@ class Settings(BaseSettings):
     # Request handling.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     health_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    # Requests one process runs at once; above it, a 503 at once (app.overload).
+    # At most redis_max_connections, so a request never waits for the pool.
+    max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    # Publishing: reaching RabbitMQ (connect, channel, declarations) and waiting
+    # for its confirm are bounded apart; a slow confirm from a live broker is
+    # load (503 "busy"), not an outage.
     publish_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    publish_confirm_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     publish_max_retries: int = Field(default=2, ge=0, le=10)
+    # Publishes of one process awaiting their confirm; more wait for a slot.
+    publish_max_in_flight: int = Field(default=64, ge=1, le=10_000)
 
     # Task status records in Redis: unfinished ones live a day; finished ones only
     # long enough for clients polling the end (the result stays in MongoDB).
@@ -100,6 +109,12 @@ class Settings(BaseSettings):
                     f"APP_{name}_SOFT_TIME_LIMIT ({soft}) must be below "
                     f"APP_{name}_TIME_LIMIT ({hard})"
                 )
+        if self.max_in_flight > self.redis_max_connections:
+            raise ValueError(
+                f"APP_MAX_IN_FLIGHT ({self.max_in_flight}) must not exceed "
+                f"APP_REDIS_MAX_CONNECTIONS ({self.redis_max_connections}): a request "
+                "would wait for a Redis connection instead of being shed"
+            )
         if self.env == "production":
             weak = [
                 f"APP_{field.upper()}"
