@@ -11,25 +11,45 @@ find_one calls against the same server in the same run.
 
 Usage (as root, after scripts/dev-services.sh and scripts/python-env.sh):
     .venv/bin/python bench/run.py [--duration 10] [--runs 3] [--connections 64]
+    .venv/bin/python bench/run.py --url https://192.168.56.10 [--duration 8] [--runs 3]
+    .venv/bin/python bench/run.py --url https://192.168.56.10 --sweep 64,1000,5000,10000
 
 With --url, measures a deployed system instead (the lab's load balancer,
 say): GET /health/live and POST /api/async/process there, same wrk settings,
 against nginx's own liveness answer on the same load balancer as the baseline
 (--baseline-path, default /nginx/live: TLS and nginx, no app server).
+
+With --url and --sweep 64,1000,5000,10000, sweeps those connection counts
+instead, for GET /health/live and POST /api/async/process, with
+wrk -t2 (--threads) --timeout 10s and bench/count_status.lua, which counts the
+answers per HTTP status (for the submit it first runs bench/post_process.lua,
+named by WRK_BASE_SCRIPT). One row per target and count: offered requests/s
+(wrk's Requests/sec: every answer, whatever its status), goodput (2xx answers
+per second), p50/p99, wrk's socket errors (connect, read, write, timeout) and
+the answers that are not 2xx (429, 503, other 5xx and the rest, by status).
+Rates and latencies are medians of the --runs runs (latencies of the runs that
+got answers), error counts the runs' totals. Then each target's goodput at the
+most connections against its goodput at 64 (issue 16: GET /health/live at
+10,000 >= 90%), and the submit's peak goodput and the share of it left at the
+most connections. Defining response() in the wrk script takes wrk off its fast
+path (it reads each answer into Lua): the sweep's rates are a little lower than
+those of the plain runs. wrk holds a socket per connection: the soft limit on
+open files is raised to the hard one, which must be 100 above the largest count.
+CI runs a bounded sweep through lb1: --sweep 64,5000 --duration 4 --runs 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +60,15 @@ from pymongo import MongoClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.sweep import (  # noqa: E402
+    HEALTH_TARGET,
+    SUBMIT_TARGET,
+    SweepRow,
+    sweep_row,
+    table,
+    verdicts,
+)
+from bench.wrkparse import WrkRun, parse_wrk  # noqa: E402
 from tests.integration.services import (  # noqa: E402
     MongoEmulator,
     Process,
@@ -49,7 +78,16 @@ from tests.integration.services import (  # noqa: E402
     wait_http_ok,
 )
 
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+POST_SCRIPT = REPO / "bench/post_process.lua"
+COUNT_SCRIPT = REPO / "bench/count_status.lua"
+# The two targets measured on a deployment: path and wrk script (None: GET).
+DEPLOYED = {
+    HEALTH_TARGET: ("/health/live", None),
+    SUBMIT_TARGET: ("/api/async/process", POST_SCRIPT),
+}
+SWEEP_TIMEOUT_S = 10
+# Open files wrk needs besides one per connection (standard streams, epoll, slack).
+FD_MARGIN = 100
 
 
 @dataclass
@@ -60,50 +98,79 @@ class Figures:
     non_2xx: int
 
 
-def parse_wrk(output: str) -> Figures:
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
-        if not match:
-            raise ValueError(f"no {percent}% latency in wrk output:\n{output}")
-        return float(match.group(1)) * UNITS[match.group(2)]
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    if not rps:
-        raise ValueError(f"no Requests/sec in wrk output:\n{output}")
-    return Figures(
-        float(rps.group(1)), latency("50"), latency("99"), int(errors.group(1)) if errors else 0
-    )
-
-
-def wrk(url: str, args: argparse.Namespace, script: Path | None = None) -> Figures:
+def wrk(
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    timeout_s: int = 5,
+    script: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WrkRun:
     command = [
         "wrk",
         "-t",
-        str(args.threads),
+        str(threads),
         "-c",
-        str(args.connections),
+        str(connections),
         "-d",
-        f"{args.duration}s",
+        f"{duration}s",
         "--latency",
         "--timeout",
-        "5s",
+        f"{timeout_s}s",
     ]
     if script:
         command += ["-s", str(script)]
-    output = subprocess.run(
-        [*command, url], check=True, capture_output=True, text=True, timeout=args.duration + 60
-    ).stdout
-    return parse_wrk(output)
+    done = subprocess.run(
+        [*command, url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        env=None if env is None else {**os.environ, **env},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} {url} exited with {done.returncode}: "
+            f"{(done.stderr + done.stdout).strip()}"
+        )
+    return parse_wrk(done.stdout)
 
 
-def median(runs: list[Figures]) -> Figures:
+def measure(url: str, args: argparse.Namespace, script: Path | None = None) -> Figures:
+    """Median of --runs wrk runs at --connections (errors summed)."""
+    runs = [
+        wrk(
+            url,
+            threads=args.threads,
+            connections=args.connections,
+            duration=args.duration,
+            script=script,
+        )
+        for _ in range(args.runs)
+    ]
     return Figures(
         statistics.median(r.rps for r in runs),
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
         sum(r.non_2xx for r in runs),
     )
+
+
+def allow_open_files(connections: int) -> None:
+    """wrk holds a socket per connection: raise the soft limit on open files
+    (inherited by wrk) to the hard limit; fail if even that is too low."""
+    needed = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"wrk with {connections} connections needs about {needed} open files, but the "
+            f"hard limit (RLIMIT_NOFILE, ulimit -Hn) is {hard}: raise it (limits.conf, "
+            "systemd's LimitNOFILE=) or use fewer connections"
+        )
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def gunicorn(app_spec: str, env: dict[str, str], log: Path, port: int) -> Process:
@@ -173,18 +240,54 @@ def measure_deployment(args: argparse.Namespace) -> None:
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} runs each "
         f"(median) against {base}"
     )
-    baseline = median([wrk(base + args.baseline_path, args) for _ in range(args.runs)])
-    results = {
-        f"baseline GET {args.baseline_path}": baseline,
-        "GET /health/live": median([wrk(base + "/health/live", args) for _ in range(args.runs)]),
-        "POST /api/async/process": median(
-            [
-                wrk(base + "/api/async/process", args, REPO / "bench/post_process.lua")
+    baseline = measure(base + args.baseline_path, args)
+    results = {f"baseline GET {args.baseline_path}": baseline}
+    for name, (path, script) in DEPLOYED.items():
+        results[name] = measure(base + path, args, script)
+    print_table(results, baseline)
+
+
+def sweep_deployment(args: argparse.Namespace) -> None:
+    base = args.url.rstrip("/")
+    print(
+        f"sweep: wrk -t{args.threads} -c<N> -d{args.duration}s --timeout {SWEEP_TIMEOUT_S}s "
+        f"-s bench/count_status.lua, {args.runs} run(s) per row against {base}; rates and "
+        f"latencies: medians of the runs, errors: totals of the runs",
+        flush=True,
+    )
+    rows: list[SweepRow] = []
+    for name, (path, script) in DEPLOYED.items():
+        env = {"WRK_BASE_SCRIPT": str(script)} if script else None
+        for connections in args.sweep:
+            runs = [
+                wrk(
+                    base + path,
+                    threads=args.threads,
+                    connections=connections,
+                    duration=args.duration,
+                    timeout_s=SWEEP_TIMEOUT_S,
+                    script=COUNT_SCRIPT,
+                    env=env,
+                )
                 for _ in range(args.runs)
             ]
-        ),
-    }
-    print_table(results, baseline)
+            rows.append(sweep_row(name, connections, runs))
+            print(f"  {name} at {connections} connections: done", flush=True)
+    print()
+    print(table(rows))
+    print()
+    print("\n".join(verdicts(rows)))
+
+
+def connection_counts(text: str) -> list[int]:
+    """--sweep's "64,1000,5000": the counts, each once, fewest first."""
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of connection counts: {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"connection counts must be >= 1: {text!r}")
+    return counts
 
 
 def main() -> None:
@@ -192,16 +295,33 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--threads", type=int, help="wrk threads (default 1; 2 with --sweep)")
     parser.add_argument("--url", help="measure this deployed system instead (e.g. https://lb1)")
     parser.add_argument(
         "--baseline-path",
         default="/nginx/live",
         help="with --url: the baseline, a path the load balancer answers itself",
     )
+    parser.add_argument(
+        "--sweep",
+        type=connection_counts,
+        metavar="N,N,...",
+        help="with --url: sweep these connection counts instead (e.g. 64,1000,5000,10000)",
+    )
     args = parser.parse_args()
+    if args.sweep and not args.url:
+        parser.error("--sweep needs --url")
+    if args.threads is None:
+        args.threads = 2 if args.sweep else 1
+    counts = args.sweep or [args.connections]
+    if min(counts) < args.threads:
+        parser.error("wrk needs at least as many connections as threads")
+    allow_open_files(max(counts))
     if args.url:
-        measure_deployment(args)
+        if args.sweep:
+            sweep_deployment(args)
+        else:
+            measure_deployment(args)
         return
 
     dev = load_dev_env()
@@ -232,21 +352,16 @@ def main() -> None:
         )
         print(f"MongoDB: {mongo_name}")
         with serving("bench.hello:app", env, workdir, "/") as base:
-            results["baseline GET / (hello-world)"] = median(
-                [wrk(base + "/", args) for _ in range(args.runs)]
-            )
+            results["baseline GET / (hello-world)"] = measure(base + "/", args)
         with serving("app.main:create_app()", env, workdir, "/health/live") as base:
             item = httpx.post(base + "/api/items", json={"name": "bench"}, timeout=10).json()
             targets = {
                 "GET /health/live": (base + "/health/live", None),
                 "GET /api/items/{id}": (f"{base}/api/items/{item['id']}", None),
-                "POST /api/async/process": (
-                    base + "/api/async/process",
-                    REPO / "bench/post_process.lua",
-                ),
+                "POST /api/async/process": (base + "/api/async/process", POST_SCRIPT),
             }
             for name, (url, script) in targets.items():
-                results[name] = median([wrk(url, args, script) for _ in range(args.runs)])
+                results[name] = measure(url, args, script)
             purge_queues(env)
             raw = raw_find_one_rate(mongo_uri, "queuesvc_bench", item["id"], args.duration)
     finally:

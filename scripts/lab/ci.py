@@ -140,9 +140,12 @@ def service_tests() -> None:
 
 
 def bench_through_lb1() -> None:
-    """The service's benchmark against the lab's load balancer (bench/run.py)."""
+    """The service's benchmark against the lab's load balancer (bench/run.py),
+    then a bounded concurrency sweep (64 and 5,000 connections, 4 s each) whose
+    table of goodput and errors by kind goes to the log."""
     bench = [str(config.VENV / "bin/python"), "bench/run.py", "--url", config.LB_URL]
     run([*bench, "--duration", "8", "--runs", "1"], cwd=config.ROOT)
+    run([*bench, "--sweep", "64,5000", "--duration", "4", "--runs", "1"], cwd=config.ROOT)
 
 
 def molecule_roles() -> list[str] | None:
