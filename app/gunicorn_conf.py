@@ -23,7 +23,7 @@ class Worker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no ty
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
-        "limit_concurrency": int(os.environ.get("APP_MAX_CONNECTIONS", "1024")),
+        "limit_concurrency": int(os.environ.get("APP_MAX_CONNECTIONS", "4096")),
     }
 
 
@@ -34,7 +34,7 @@ worker_class = "app.gunicorn_conf.Worker"
 # backlog, capped by net.core.somaxconn: the app role raises it). Workers
 # accept fast and shed what they cannot run, so the queue absorbs bursts
 # instead of dropping SYNs that nginx would see as connect timeouts.
-backlog = int(os.environ.get("APP_BACKLOG", "4096"))
+backlog = int(os.environ.get("APP_BACKLOG", "16384"))
 # Requests in flight finish on stop/HUP within this time.
 graceful_timeout = 30
 timeout = 60

@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +88,9 @@ DEPLOYED = {
 SWEEP_TIMEOUT_S = 10
 # Open files wrk needs besides one per connection (standard streams, epoll, slack).
 FD_MARGIN = 100
+# Longest wait for earlier runs' TIME_WAIT sockets to free local ports
+# (they last 60 s on Linux).
+PORT_WAIT_LIMIT_S = 70.0
 
 
 @dataclass
@@ -156,6 +159,33 @@ def measure(url: str, args: argparse.Namespace, script: Path | None = None) -> F
         statistics.median(r.p99_ms for r in runs),
         sum(r.non_2xx for r in runs),
     )
+
+
+def free_local_ports() -> int:
+    """Source ports this host can still use for new connections: its local port
+    range less the sockets holding one (TIME_WAIT from the previous runs too)."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    used = 0
+    for listing in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(FileNotFoundError):
+            used += len(Path(listing).read_text().splitlines()) - 1
+    return (high - low + 1) - used
+
+
+def wait_for_local_ports(connections: int, limit_s: float = PORT_WAIT_LIMIT_S) -> None:
+    """A run after a large one waits (boundedly) for the last one's TIME_WAIT
+    sockets to expire: otherwise wrk's connects fail on this host, and the
+    table would blame the servers."""
+    needed = connections + FD_MARGIN
+    deadline = time.monotonic() + limit_s
+    waited = False
+    while free_local_ports() < needed and time.monotonic() < deadline:
+        if not waited:
+            print(
+                f"  waiting for {needed} free local ports (TIME_WAIT of earlier runs)", flush=True
+            )
+            waited = True
+        time.sleep(2)
 
 
 def allow_open_files(connections: int) -> None:
@@ -259,18 +289,20 @@ def sweep_deployment(args: argparse.Namespace) -> None:
     for name, (path, script) in DEPLOYED.items():
         env = {"WRK_BASE_SCRIPT": str(script)} if script else None
         for connections in args.sweep:
-            runs = [
-                wrk(
-                    base + path,
-                    threads=args.threads,
-                    connections=connections,
-                    duration=args.duration,
-                    timeout_s=SWEEP_TIMEOUT_S,
-                    script=COUNT_SCRIPT,
-                    env=env,
+            runs = []
+            for _ in range(args.runs):
+                wait_for_local_ports(connections)
+                runs.append(
+                    wrk(
+                        base + path,
+                        threads=args.threads,
+                        connections=connections,
+                        duration=args.duration,
+                        timeout_s=SWEEP_TIMEOUT_S,
+                        script=COUNT_SCRIPT,
+                        env=env,
+                    )
                 )
-                for _ in range(args.runs)
-            ]
             rows.append(sweep_row(name, connections, runs))
             print(f"  {name} at {connections} connections: done", flush=True)
     print()
