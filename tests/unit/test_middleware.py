@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from app.content_type import FormBodyAsJson
 from app.limits import BodySizeLimit
+from app.overload import InFlightLimit
 
 
 def make_app() -> FastAPI:
@@ -48,3 +52,40 @@ def test_form_content_type_is_read_as_json() -> None:
     assert response.json()["type"] == "application/json"
     multipart = client.post("/echo", files={"f": ("a.csv", b"x")})
     assert multipart.json()["type"].startswith("multipart/form-data")
+
+
+async def _shed_app_figures() -> tuple[list[int], httpx.Response, int]:
+    """Three requests held in a route of a process limited to two at once."""
+    release, both_started = asyncio.Event(), asyncio.Event()
+    started = 0
+    app = FastAPI()
+
+    @app.get("/hold")
+    async def hold() -> dict[str, str]:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both_started.set()
+        await release.wait()
+        return {"status": "done"}
+
+    app.add_middleware(InFlightLimit, limit=2, retry_after_seconds=3)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        held = [asyncio.create_task(client.get("/hold")) for _ in range(2)]
+        await both_started.wait()
+        shed = await client.get("/hold")
+        release.set()
+        statuses = [(await task).status_code for task in held]
+        after = await client.get("/hold")  # the slots came back
+        return [*statuses, after.status_code], shed, started
+
+
+def test_a_request_over_the_in_flight_limit_is_shed_at_once() -> None:
+    statuses, shed, started = asyncio.run(_shed_app_figures())
+    assert statuses == [200, 200, 200]
+    assert shed.status_code == 503
+    assert shed.headers["retry-after"] == "3"
+    assert shed.headers["content-type"] == "application/json"
+    assert shed.json() == {"detail": "the server is busy; try again shortly"}
+    assert started == 3  # the shed request never reached the route
