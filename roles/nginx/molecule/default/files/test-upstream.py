@@ -5,17 +5,20 @@ Answers every method on every path with JSON naming this host, the request
 and the headers nginx set; /api/big pads the answer (gzip test). With
 --flaky, /api/flaky reads the request and closes the connection without an
 answer, as a crashing server would, and /api/unavailable answers 503 with
-Retry-After, as the app does while a dependency is down.
+Retry-After, as the app does while a dependency is down. A path with "slow"
+in it is answered after SLOW_SECONDS (the connection limits' test).
 Usage: test-upstream.py PORT [--flaky]
 """
 
 import json
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
 FLAKY = "--flaky" in sys.argv[2:]
+SLOW_SECONDS = 2.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -29,6 +32,8 @@ class Handler(BaseHTTPRequestHandler):
             if not chunk:
                 break
             left -= len(chunk)
+        if "slow" in self.path:
+            time.sleep(SLOW_SECONDS)
         if FLAKY and self.path.startswith("/api/flaky"):
             self.close_connection = True
             return
