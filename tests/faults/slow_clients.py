@@ -232,6 +232,7 @@ class SlowClients:
             "left_open": self.left_open,
             "oldest_left": round(self.oldest_left, 3),
             "still_running": len(self.tasks),
+            "cpu": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
         }
 
 
