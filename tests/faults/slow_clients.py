@@ -5,12 +5,19 @@ data-tier container (a lab host that lb1 does not exempt from its per-client
 limits), with one argument: a JSON object of settings (see `Settings`).
 Standard library only (the containers' python3).
 
-Opens `count` TLS connections to host:port at `rate` a second at most, then
-sends a request's header one byte every `interval` seconds, never finishing
-it. While stdin stays open, every connection the server closes is replaced
-(so `count` stay open); on "stop" or end of stdin it opens no more and waits
-at most `wait` seconds for the server to close the rest, then closes them
-itself. Whatever happens it ends within `deadline` seconds of its start.
+Opens `count` connections (TLS unless `tls` is false) to host:port, at most
+`rate` attempts a second, then sends a request's header one byte every
+`interval` seconds, never finishing it. Until stdin says "stop" (or ends),
+every connection the server closes is replaced, so `count` stay open; then it
+opens no more and waits at most `wait` seconds for the server to close the
+rest, and closes those itself. Whatever happens it ends `deadline` seconds
+after its start at the latest.
+
+One non-blocking socket per connection and a selector (no asyncio: its TLS
+transport buffers 256 KiB per connection, too much for a lab host's 768 MiB).
+The address space is capped at `max_memory_mb` (a failed allocation ends the
+script, never the host's services), and past `max_rss_mb` resident it opens
+no more connections (reported).
 
 It prints JSON lines on stdout: {"event": "start", "pid"}, {"event": "tick"}
 every second (connections open, opening, opened, closed by the server,
@@ -21,20 +28,23 @@ closed when it did (seconds from its connection attempt).
 
 from __future__ import annotations
 
-import asyncio
+import collections
+import contextlib
+import errno
 import json
 import os
 import resource
+import selectors
+import socket
 import ssl
 import sys
-import threading
 import time
-from collections import Counter
 from typing import Any, TypedDict
 
 # A request that is never finished: the request line, then one header whose
 # value grows by a byte every interval.
 HEADER_START = b"GET /health/live HTTP/1.1\r\nHost: %s\r\nX-Slow-Client: "
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Settings(TypedDict):
@@ -47,6 +57,8 @@ class Settings(TypedDict):
     connect_timeout: float  # seconds for TCP connect and TLS handshake
     wait: float  # seconds after "stop" for the server to close the rest
     deadline: float  # seconds after the start at which everything ends
+    max_rss_mb: int  # resident memory past which no connection is opened
+    max_memory_mb: int  # address space limit (RLIMIT_AS)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -54,29 +66,47 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 2**20
+
+
+class Conn:
+    """One slow client: "connecting", "handshake", then "open"."""
+
+    def __init__(self, sock: socket.socket, began: float) -> None:
+        self.sock = sock
+        self.began = began
+        self.state = "connecting"
+        self.sent = 0
+        self.next_send = 0.0
+        self.answer = b""
+
+
 class SlowClients:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.header = HEADER_START % settings["host"].encode()
         self.started = time.monotonic()
-        self.stop = asyncio.Event()
-        self.done = asyncio.Event()  # time is up: close every connection now
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.opening = 0
-        self.open = 0
+        self.selector = selectors.DefaultSelector()
+        self.pending: set[Conn] = set()  # connecting or in the TLS handshake
+        self.conns: set[Conn] = set()  # open
+        self.due: collections.deque[Conn] = collections.deque()  # open, by next_send
         self.max_open = 0
         self.attempts = 0
         self.opened = 0
-        self.failed: Counter[str] = Counter()
+        self.failed: collections.Counter[str] = collections.Counter()
         self.closed_by_server = 0
-        self.closes: Counter[str] = Counter()  # how the server closed: eof, reset, ...
-        self.answers: Counter[str] = Counter()  # status line of any answer before the close
+        self.closes: collections.Counter[str] = collections.Counter()  # eof, reset, ...
+        self.answers: collections.Counter[str] = collections.Counter()  # status lines
         self.ages: list[float] = []  # age of each connection the server closed
         self.handshakes: list[float] = []  # seconds from attempt to open
         self.last_close = 0.0  # seconds since the start
         self.stopped_at: float | None = None
-        self.left_open = 0  # closed by us when time was up
-        self.oldest_left = 0.0  # age of the oldest of those
-        self.full_reported = False
+        self.left_open = 0  # closed by us at the end
+        self.oldest_left = 0.0
+        self.memory_capped = False
+        self.max_rss = 0.0
         self.context: ssl.SSLContext | None = None
         if settings["tls"]:
             # The lab's certificate is self-signed: no verification.
@@ -88,130 +118,211 @@ class SlowClients:
     def now(self) -> float:
         return time.monotonic() - self.started
 
-    async def client(self) -> None:
-        s = self.s
+    # --- one connection ------------------------------------------------------------------
+
+    def attempt(self) -> None:
         self.attempts += 1
-        self.opening += 1
-        began = time.monotonic()
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(s["host"], s["port"], ssl=self.context),
-                s["connect_timeout"],
-            )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            self.failed[type(exc).__name__] += 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        conn = Conn(sock, time.monotonic())
+        code = sock.connect_ex((self.s["host"], self.s["port"]))
+        if code not in (0, errno.EINPROGRESS):
+            self.fail(conn, errno.errorcode.get(code, str(code)))
             return
-        finally:
-            self.opening -= 1
-        self.opened += 1
-        self.open += 1
-        self.max_open = max(self.max_open, self.open)
-        self.handshakes.append(time.monotonic() - began)
-        header = HEADER_START % s["host"].encode()
-        sent = 0
-        answer = b""
-        how = ""
+        self.pending.add(conn)
+        self.selector.register(sock, selectors.EVENT_WRITE, conn)
+
+    def fail(self, conn: Conn, why: str) -> None:
+        self.failed[why] += 1
+        self.pending.discard(conn)
+        self.drop(conn)
+
+    def drop(self, conn: Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def connected(self, conn: Conn) -> None:
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self.fail(conn, errno.errorcode.get(code, str(code)))
+            return
+        if self.context is None:
+            self.established(conn)
+            return
+        self.selector.unregister(conn.sock)
+        conn.sock = self.context.wrap_socket(conn.sock, do_handshake_on_connect=False)
+        conn.state = "handshake"
+        self.selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+        self.handshake(conn)
+
+    def handshake(self, conn: Conn) -> None:
+        assert isinstance(conn.sock, ssl.SSLSocket)
         try:
-            while not self.done.is_set():
-                byte = header[sent : sent + 1] if sent < len(header) else b"x"
-                writer.write(byte)
-                await writer.drain()
-                sent += 1
-                try:
-                    data = await asyncio.wait_for(reader.read(4096), s["interval"])
-                except TimeoutError:
-                    continue
-                if not data:
-                    how = "eof"
-                    break
-                # An answer (e.g. 408) before the close: read on to the close.
-                answer += data
-                while data and len(answer) < 65536:
-                    data = await asyncio.wait_for(reader.read(4096), s["interval"])
-                    answer += data
-                how = "eof after answer"
-                break
-        except TimeoutError:
-            how = "answer without close"
-        except ConnectionResetError:
-            how = "reset"
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            return
         except (OSError, ssl.SSLError) as exc:
-            how = type(exc).__name__
-        age = time.monotonic() - began
-        self.open -= 1
-        if how:
-            self.closed_by_server += 1
-            self.closes[how] += 1
-            self.ages.append(round(age, 3))
-            self.last_close = self.now()
-            if answer:
-                self.answers[answer.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
+            self.fail(conn, type(exc).__name__)
+            return
+        self.established(conn)
+
+    def established(self, conn: Conn) -> None:
+        self.pending.discard(conn)
+        conn.state = "open"
+        self.conns.add(conn)
+        self.opened += 1
+        self.max_open = max(self.max_open, len(self.conns))
+        self.handshakes.append(time.monotonic() - conn.began)
+        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        conn.next_send = time.monotonic()
+        self.due.append(conn)
+        self.send(conn)
+
+    def send(self, conn: Conn) -> None:
+        """The header's next byte (past its start, "x" for ever)."""
+        byte = self.header[conn.sent : conn.sent + 1] or b"x"
+        try:
+            if conn.sock.send(byte) == 1:
+                conn.sent += 1
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            pass
+        except ConnectionResetError:
+            self.closed(conn, "reset")
+            return
+        except (OSError, ssl.SSLError) as exc:
+            self.closed(conn, type(exc).__name__)
+            return
+        conn.next_send += self.s["interval"]
+
+    def readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(4096)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return  # e.g. a TLS 1.3 session ticket: no application data
+        except ConnectionResetError:
+            self.closed(conn, "reset")
+            return
+        except (OSError, ssl.SSLError) as exc:
+            self.closed(conn, type(exc).__name__)
+            return
+        if data:
+            conn.answer += data[:1024]  # an answer (e.g. 408): the close follows
         else:
-            self.left_open += 1
-            self.oldest_left = max(self.oldest_left, age)
-        writer.transport.abort()
+            self.closed(conn, "eof after answer" if conn.answer else "eof")
 
-    def spawn(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.client())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def closed(self, conn: Conn, how: str) -> None:
+        """The server closed the connection."""
+        self.conns.discard(conn)
+        self.closed_by_server += 1
+        self.closes[how] += 1
+        self.ages.append(round(time.monotonic() - conn.began, 3))
+        self.last_close = self.now()
+        if conn.answer:
+            self.answers[conn.answer.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
+        self.drop(conn)
 
-    async def keep_open(self) -> None:
-        """Start connections at `rate` at most while fewer than `count` are open or opening."""
-        rate = self.s["rate"]
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.s
+        stdin = sys.stdin.fileno()
+        os.set_blocking(stdin, False)
+        self.selector.register(stdin, selectors.EVENT_READ, None)
+        stdin_text = b""
         budget = 1.0
         last = time.monotonic()
-        while not self.stop.is_set():
-            now = time.monotonic()
-            budget = min(budget + rate * (now - last), max(1.0, rate * 0.02))
-            last = now
-            while budget >= 1 and self.open + self.opening < self.s["count"]:
-                self.spawn()
-                budget -= 1
-            if not self.full_reported and self.open >= self.s["count"]:
-                self.full_reported = True
-                emit("full", t=round(self.now(), 3), open=self.open, attempts=self.attempts)
-            await asyncio.sleep(0.01)
-
-    async def ticks(self) -> None:
+        next_tick = 0.0
+        full = False
         while True:
-            emit(
-                "tick",
-                t=round(self.now(), 3),
-                open=self.open,
-                opening=self.opening,
-                opened=self.opened,
-                closed=self.closed_by_server,
-                failed=sum(self.failed.values()),
-            )
-            await asyncio.sleep(1)
+            now = time.monotonic()
+            elapsed = now - self.started
+            if self.stopped_at is None and elapsed >= s["deadline"]:
+                self.stopping()
+            if self.stopped_at is not None and (
+                not (self.conns or self.pending)
+                or elapsed >= min(s["deadline"], self.stopped_at + s["wait"])
+            ):
+                break
+            # New connections, at `rate` at most, while fewer than `count`.
+            budget = min(budget + s["rate"] * (now - last), max(1.0, s["rate"] * 0.02))
+            last = now
+            while (
+                self.stopped_at is None
+                and not self.memory_capped
+                and budget >= 1
+                and len(self.conns) + len(self.pending) < s["count"]
+            ):
+                self.attempt()
+                budget -= 1
+            if not full and len(self.conns) >= s["count"]:
+                full = True
+                emit("full", t=round(elapsed, 3), open=len(self.conns), attempts=self.attempts)
+            # Handshakes that take too long.
+            for conn in [c for c in self.pending if now - c.began > s["connect_timeout"]]:
+                self.fail(conn, "timeout")
+            # Header bytes that are due.
+            while self.due and self.due[0].next_send <= now:
+                conn = self.due.popleft()
+                if conn in self.conns:
+                    self.send(conn)
+                    if conn in self.conns:
+                        self.due.append(conn)
+            for key, _ in self.selector.select(timeout=0.01):
+                if key.data is None:
+                    try:
+                        chunk = os.read(stdin, 1024)
+                    except BlockingIOError:
+                        continue
+                    stdin_text += chunk
+                    if not chunk or b"stop" in stdin_text:
+                        self.selector.unregister(stdin)
+                        if self.stopped_at is None:
+                            self.stopping()
+                    continue
+                conn = key.data
+                if conn.state == "connecting":
+                    self.connected(conn)
+                elif conn.state == "handshake":
+                    self.handshake(conn)
+                elif conn in self.conns:
+                    self.readable(conn)
+            if elapsed >= next_tick:
+                next_tick = elapsed + 1
+                rss = rss_mb()
+                self.max_rss = max(self.max_rss, rss)
+                if rss > s["max_rss_mb"]:
+                    self.memory_capped = True
+                emit(
+                    "tick",
+                    t=round(elapsed, 3),
+                    open=len(self.conns),
+                    opening=len(self.pending),
+                    opened=self.opened,
+                    closed=self.closed_by_server,
+                    failed=sum(self.failed.values()),
+                    rss_mb=round(rss),
+                )
+        for conn in list(self.conns):
+            self.left_open += 1
+            self.oldest_left = max(self.oldest_left, time.monotonic() - conn.began)
+            self.drop(conn)
+        for conn in list(self.pending):
+            self.fail(conn, "unfinished")
+        self.conns.clear()
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def watch_stdin() -> None:
-            # "stop" or the end of stdin (the caller went away): open no more.
-            for line in sys.stdin:
-                if line.strip() == "stop":
-                    break
-            loop.call_soon_threadsafe(self.stop.set)
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-        ticker = loop.create_task(self.ticks())
-        end = self.s["deadline"]
-        try:
-            await asyncio.wait_for(self.keep_open(), max(0.0, end - self.now()))
-        except TimeoutError:
-            self.stop.set()
+    def stopping(self) -> None:
         self.stopped_at = self.now()
-        emit("stopping", t=round(self.stopped_at, 3), open=self.open, opening=self.opening)
-        until = min(end, self.stopped_at + self.s["wait"])
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=max(0.0, until - self.now()))
-        self.done.set()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=5)
-        ticker.cancel()
+        emit(
+            "stopping",
+            t=round(self.stopped_at, 3),
+            open=len(self.conns),
+            opening=len(self.pending),
+        )
 
     def summary(self) -> dict[str, Any]:
         shakes = sorted(self.handshakes)
@@ -231,14 +342,17 @@ class SlowClients:
             "last_close": round(self.last_close, 3),
             "left_open": self.left_open,
             "oldest_left": round(self.oldest_left, 3),
-            "still_running": len(self.tasks),
             "cpu": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+            "max_rss_mb": round(self.max_rss),
+            "memory_capped": self.memory_capped,
         }
 
 
 def main() -> None:
     settings: Settings = json.loads(sys.argv[1])
     emit("start", pid=os.getpid())
+    memory = settings["max_memory_mb"] * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = settings["count"] * 2 + 256
     if soft < want:
@@ -246,7 +360,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     clients = SlowClients(settings)
     try:
-        asyncio.run(clients.run())
+        clients.run()
     finally:
         emit("end", **clients.summary())
 

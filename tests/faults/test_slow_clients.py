@@ -52,6 +52,8 @@ SLACK = 3.0  # seconds beyond client_header_timeout for lb1 to close a slow clie
 NORMAL_RATE = 25.0  # requests a second of the normal client
 PHASE_SECONDS = 20.0  # the normal client's measurement, without and then with slow clients
 WARMUP_REQUESTS = 5  # not measured: the connection's TLS handshake and first requests
+MAX_RSS_MB = 200  # the script opens no more connections past this (resident)
+MAX_MEMORY_MB = 320  # and cannot allocate past this (address space)
 P99_FACTOR = 2.0  # the normal client's p99 with slow clients, at most this times without
 REMOTE = Path(__file__).with_name("slow_clients.py")
 
@@ -187,6 +189,7 @@ class SlowClients:
         ]
         self.events: list[dict[str, Any]] = []
         self.stderr: list[str] = []
+        self._eof = False  # the script's stdout ended
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
             argv,
@@ -208,6 +211,9 @@ class SlowClients:
             with self._changed:
                 self.events.append(event)
                 self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -224,7 +230,7 @@ class SlowClients:
         with self._changed:
             while True:
                 found = next((e for e in self.events if e.get("event") == name), None)
-                if found is not None or self.process.poll() is not None:
+                if found is not None or self._eof:
                     return found
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -293,6 +299,9 @@ def test_slow_clients_do_not_exhaust_lb1(drill: Lab) -> None:
         "connect_timeout": CONNECT_TIMEOUT,
         "wait": wait,
         "deadline": open_seconds + CONNECT_TIMEOUT + PHASE_SECONDS + wait + 20,
+        # db1 has 768 MiB (the Vagrantfile's QUEUESVC_MEMORY_MB), MongoDB included.
+        "max_rss_mb": MAX_RSS_MB,
+        "max_memory_mb": MAX_MEMORY_MB,
     }
 
     unloaded = normal_client(drill)
@@ -311,7 +320,9 @@ def test_slow_clients_do_not_exhaust_lb1(drill: Lab) -> None:
         if slow.process.poll() is None:
             slow.kill()
     assert slow.gone(), f"the slow clients' script still runs in {SLOW_HOST}"
-    assert end is not None, f"the slow clients' script did not report: {slow.events[-5:]}"
+    assert end is not None, (
+        f"the slow clients' script did not report: {slow.events[-5:]}; stderr: {slow.stderr[-10:]}"
+    )
 
     # The normal client.
     p99_before, p99_during = unloaded.quantile(0.99), loaded.quantile(0.99)
@@ -343,7 +354,10 @@ def test_slow_clients_do_not_exhaust_lb1(drill: Lab) -> None:
             f"opened (oldest {end['oldest_left']:.1f} s): lb1 did not close them"
         )
     if end["max_open"] < SLOW_CLIENTS:
-        problems.append(f"at most {end['max_open']} slow clients were open at once")
+        problems.append(
+            f"at most {end['max_open']} slow clients were open at once"
+            + (f" (the script reached {MAX_RSS_MB} MiB)" if end["memory_capped"] else "")
+        )
     drained = end["last_close"] - end["stopped_at"] if end["stopped_at"] is not None else None
     timeline = " ".join(f"{t['t']:.0f}s:{t['open']}" for t in slow.ticks())
     print(f"slow clients open over time: {timeline}")
@@ -367,6 +381,6 @@ def test_slow_clients_do_not_exhaust_lb1(drill: Lab) -> None:
         f"(header_timeout={timeout:g}s) early={len(early)} late={len(late)} "
         f"left_open={end['left_open']} last_closed={fmt_seconds(drained)} after stop "
         f"handshake p50={end['handshake_p50']}s max={end['handshake_max']}s "
-        f"script_cpu={end['cpu']}s"
+        f"script cpu={end['cpu']}s rss={end['max_rss_mb']}MiB"
     )
     assert not problems, "drill slow-clients:\n" + "\n".join(problems)
