@@ -29,7 +29,7 @@ per second), p50/p99, wrk's socket errors (connect, read, write, timeout) and
 the answers that are not 2xx (429, 503, other 5xx and the rest, by status).
 Rates and latencies are medians of the --runs runs (latencies of the runs that
 got answers), error counts the runs' totals. Then each target's goodput at the
-most connections against its goodput at 64 (issue 16: GET /health/live at
+most connections against its goodput at 64 (the goal: GET /health/live at
 10,000 >= 90%), and the submit's peak goodput and the share of it left at the
 most connections. Defining response() in the wrk script takes wrk off its fast
 path (it reads each answer into Lua): the sweep's rates are a little lower than

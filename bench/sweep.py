@@ -1,6 +1,6 @@
 """The concurrency sweep's figures: one row per target and connection count
 (medians of the runs' rates and latencies, the runs' errors summed), the table
-and the lines against issue 16's targets."""
+and the lines against the service's targets."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def table(rows: Sequence[SweepRow]) -> str:
 
 def verdicts(rows: Sequence[SweepRow]) -> list[str]:
     """Per target: the goodput at the most connections against the reference
-    (for GET /health/live with issue 16's target when 10,000 was swept); for
+    (for GET /health/live with its target when 10,000 was swept); for
     the submit, its peak goodput and the share of it left at the most connections."""
     lines = []
     for target in dict.fromkeys(r.target for r in rows):

@@ -1,14 +1,13 @@
-"""The slow-client drill (issue 16): 2,000 clients that each send a request's
-header one byte every few seconds and never finish it must not exhaust lb1.
+"""The slow-client drill: 2,000 clients that each send a request's header one
+byte every few seconds and never finish it must not exhaust lb1.
 
 The slow clients run in a data-tier container (db1: a lab host that lb1 does
 not exempt from its per-client limits, unlike this machine, which runs the
 benchmarks), as tests/faults/slow_clients.py. They use HTTPS on lb1's port 443,
-the port the API is served on and whose server sets client_header_timeout;
-lb1's ECDSA certificate keeps the handshakes cheap (a few seconds of CPU on
-either side for the whole drill). Port 80 only redirects, and its server did
-not set the timeout (nginx's default, 60 s, applied there when this was
-written). While the slow clients are kept at 2,000 open (each one lb1 closes
+the port the API is served on (port 80 only redirects; nginx.conf gives both
+the same client_header_timeout); lb1's ECDSA certificate keeps the handshakes
+cheap (a few seconds of CPU on either side for the whole drill). While the
+slow clients are kept at 2,000 open (each one lb1 closes
 is replaced), a normal client on this machine sends GET /health/live through
 lb1 at a steady rate over one kept-alive connection, as it did just before
 without them.
