@@ -18,7 +18,8 @@ At the end: a table of every stage with its result and time, and
 QUEUESVC_LAB_TIERS=common tests the common role and provisions the lab with
 site.yml's common tier only (a quick look); QUEUESVC_MOLECULE_ROLES names the
 roles whose scenarios run ("none": skip); QUEUESVC_MOLECULE_JOBS how many at a
-time (3).
+time (3); QUEUESVC_BENCH_SWEEP the connection counts of bench-lb's sweep
+("64,5000"; "64,1000,5000,10000" for the full one, about 2 minutes more).
 """
 
 from __future__ import annotations
@@ -141,11 +142,13 @@ def service_tests() -> None:
 
 def bench_through_lb1() -> None:
     """The service's benchmark against the lab's load balancer (bench/run.py),
-    then a bounded concurrency sweep (64 and 5,000 connections, 4 s each) whose
-    table of goodput and errors by kind goes to the log."""
+    then a bounded concurrency sweep (64 and 5,000 connections unless
+    QUEUESVC_BENCH_SWEEP says otherwise, 4 s each) whose table of goodput and
+    errors by kind goes to the log."""
     bench = [str(config.VENV / "bin/python"), "bench/run.py", "--url", config.LB_URL]
+    sweep = os.environ.get("QUEUESVC_BENCH_SWEEP", "64,5000")
     run([*bench, "--duration", "8", "--runs", "1"], cwd=config.ROOT)
-    run([*bench, "--sweep", "64,5000", "--duration", "4", "--runs", "1"], cwd=config.ROOT)
+    run([*bench, "--sweep", sweep, "--duration", "4", "--runs", "1"], cwd=config.ROOT)
 
 
 def molecule_roles() -> list[str] | None:
