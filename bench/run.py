@@ -35,7 +35,7 @@ most connections. Defining response() in the wrk script takes wrk off its fast
 path (it reads each answer into Lua): the sweep's rates are a little lower than
 those of the plain runs. wrk holds a socket per connection: the soft limit on
 open files is raised to the hard one, which must be 100 above the largest count.
-CI runs a bounded sweep through lb1: --sweep 64,5000 --duration 4 --runs 1.
+CI runs a bounded sweep through lb1: --sweep 64,5000 --duration 10 --runs 1.
 """
 
 from __future__ import annotations
