@@ -15,7 +15,6 @@ from pymongo.errors import PyMongoError
 from app import __version__, db, errors, metrics
 from app.api import async_tasks, health, items
 from app.api.clients import ApiClients
-from app.celery_app import create_celery
 from app.content_type import FormBodyAsJson
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
@@ -55,15 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = mongo[settings.mongodb_database]
         redis_client = redis_client_for(settings)
         status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
-        publisher = TaskPublisher(
-            create_celery(settings),
-            status_store,
-            url=settings.broker_url.get_secret_value(),
-            connect_timeout=settings.publish_connect_timeout_seconds,
-            confirm_timeout=settings.publish_confirm_timeout_seconds,
-            max_retries=settings.publish_max_retries,
-            max_in_flight=settings.publish_max_in_flight,
-        )
+        publisher = TaskPublisher.from_settings(settings, status_store)
         app.state.clients = ApiClients(
             settings=settings,
             mongo=mongo,

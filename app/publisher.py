@@ -37,8 +37,9 @@ from kombu.compression import compress
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 
-from app.celery_app import dead_letter_queue, queue_for
+from app.celery_app import create_celery, dead_letter_queue, queue_for
 from app.metrics import TASKS_SUBMITTED
+from app.settings import Settings
 from app.status import AsyncStatusStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,19 @@ class TaskPublisher:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._connecting = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, status: AsyncStatusStore) -> TaskPublisher:
+        """The API's publisher, bounded by the APP_PUBLISH_* settings."""
+        return cls(
+            create_celery(settings),
+            status,
+            url=settings.broker_url.get_secret_value(),
+            connect_timeout=settings.publish_connect_timeout_seconds,
+            confirm_timeout=settings.publish_confirm_timeout_seconds,
+            max_retries=settings.publish_max_retries,
+            max_in_flight=settings.publish_max_in_flight,
+        )
 
     async def submit(
         self,

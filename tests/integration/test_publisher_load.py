@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import aio_pika
 import pytest
 
-from app.celery_app import create_celery, queue_for
+from app.celery_app import queue_for
 from app.publisher import BrokerBusy, BrokerUnavailable, TaskPublisher
 from app.redis_client import async_client
 from app.settings import Settings
@@ -34,6 +34,8 @@ CONFIRM_TIMEOUT = 0.03
 def settings(app_env: dict[str, str]) -> Iterator[Settings]:
     saved = dict(os.environ)
     os.environ.update(app_env)
+    os.environ["APP_PUBLISH_CONFIRM_TIMEOUT_SECONDS"] = str(CONFIRM_TIMEOUT)
+    os.environ["APP_PUBLISH_MAX_IN_FLIGHT"] = str(BURST // 2)
     try:
         yield Settings()
     finally:
@@ -44,15 +46,7 @@ def settings(app_env: dict[str, str]) -> Iterator[Settings]:
 async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
     redis = async_client(settings)
     status = AsyncStatusStore(redis, settings.status_ttl_seconds)
-    publisher = TaskPublisher(
-        create_celery(settings),
-        status,
-        url=settings.broker_url.get_secret_value(),
-        connect_timeout=settings.publish_connect_timeout_seconds,
-        confirm_timeout=CONFIRM_TIMEOUT,
-        max_retries=settings.publish_max_retries,
-        max_in_flight=BURST // 2,
-    )
+    publisher = TaskPublisher.from_settings(settings, status)
     outcomes: Counter[str] = Counter()
     busy_ids: list[str] = []
 
