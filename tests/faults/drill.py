@@ -80,11 +80,10 @@ class Lab:
 
     # --- commands in the containers --------------------------------------------------
 
-    def attach(
-        self, host: str, *command: str, timeout: float = 120, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a command in a lab host's container (as root there)."""
-        argv = [
+    @staticmethod
+    def attach_argv(host: str, *command: str) -> list[str]:
+        """The command line that runs `command` in a lab host's container (as root there)."""
+        return [
             "lxc-attach",
             "-n",
             CONTAINER_PREFIX + host,
@@ -94,6 +93,12 @@ class Lab:
             "--",
             *command,
         ]
+
+    def attach(
+        self, host: str, *command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in a lab host's container (as root there)."""
+        argv = self.attach_argv(host, *command)
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise LabError(

@@ -42,9 +42,7 @@ from tests.e2e.conftest import REPO
 from tests.faults.conftest import record
 from tests.faults.drill import (
     CLOSED_BEFORE_ANSWER,
-    CONTAINER_PREFIX,
     HOSTS,
-    PATH,
     Lab,
     fmt_seconds,
 )
@@ -176,14 +174,8 @@ class SlowClients:
         self.lab = lab
         self.host = host
         self.deadline = float(settings["deadline"])
-        argv = [
-            "lxc-attach",
-            "-n",
-            CONTAINER_PREFIX + host,
-            "--clear-env",
-            "--set-var",
-            f"PATH={PATH}",
-            "--",
+        argv = lab.attach_argv(
+            host,
             "timeout",
             "-s",
             "KILL",
@@ -192,7 +184,7 @@ class SlowClients:
             "-c",
             REMOTE.read_text(),
             json.dumps(settings),
-        ]
+        )
         self.events: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self._eof = False  # the script's stdout ended
