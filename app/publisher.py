@@ -113,10 +113,8 @@ class TaskPublisher:
         except BrokerUnavailable:
             await self._status.discard(task_id)
             raise
-        except BrokerBusy:
-            # The message may still be routed and run: the record stays, so
-            # the task reports its outcome if it does.
-            raise
+        # On BrokerBusy the record stays: the message may still be routed and
+        # run, and then the task reports its outcome.
         TASKS_SUBMITTED.labels(task=name).inc()
         return task_id
 
