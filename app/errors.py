@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.idempotency import IdempotencyConflict
 from app.metrics import PUBLISH_BUSY
 from app.publisher import BrokerBusy, BrokerUnavailable
 
@@ -65,6 +66,17 @@ async def broker_busy(request: Request, exc: Exception) -> JSONResponse:
     return _unavailable(request, "the task queue is busy; the task was not accepted, try again")
 
 
+async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
+    # Shaped like FastAPI's own validation errors, as the 422 schema says.
+    error = {
+        "type": "idempotency_conflict",
+        "loc": ["header", "Idempotency-Key"],
+        "msg": str(exc),
+        "input": request.headers.get("idempotency-key"),
+    }
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
@@ -79,4 +91,5 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(RedisOutOfMemoryError, redis_full)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
     app.add_exception_handler(BrokerBusy, broker_busy)
+    app.add_exception_handler(IdempotencyConflict, idempotency_conflict)
     app.add_exception_handler(Exception, unexpected)

@@ -16,6 +16,7 @@ from app import __version__, db, errors, metrics
 from app.api import async_tasks, health, items
 from app.api.clients import ApiClients
 from app.content_type import FormBodyAsJson
+from app.group_commit import GroupCommit
 from app.items import ItemRepository
 from app.limits import BodySizeLimit
 from app.overload import InFlightLimit
@@ -53,8 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mongo = db.async_client(settings)
         database = mongo[settings.mongodb_database]
         redis_client = redis_client_for(settings)
-        status_store = AsyncStatusStore(redis_client, settings.status_ttl_seconds)
-        publisher = TaskPublisher.from_settings(settings, status_store)
+        status_store = AsyncStatusStore(
+            redis_client, settings.status_ttl_seconds, settings.idempotency_ttl_seconds
+        )
+        publisher = TaskPublisher.from_settings(settings)
+        submits = GroupCommit(
+            status_store,
+            publisher,
+            max_batch=settings.submit_batch_max,
+            linger_seconds=settings.submit_linger_ms / 1000,
+        )
         app.state.clients = ApiClients(
             settings=settings,
             mongo=mongo,
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis_client,
             status=status_store,
             publisher=publisher,
+            submits=submits,
             items=ItemRepository(database[db.ITEMS]),
         )
         indexes = asyncio.create_task(_ensure_indexes(database))
@@ -71,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes.cancel()
             with suppress(asyncio.CancelledError):
                 await indexes
+            await submits.close()
             await publisher.close()
             await redis_client.aclose()
             await mongo.close()

@@ -34,6 +34,16 @@ TASKS_SUBMITTED = Counter(
     "queuesvc_tasks_submitted_total", "Tasks published to the broker", ["task"]
 )
 
+SUBMIT_BATCH_SIZE = Histogram(
+    "queuesvc_submit_batch_size",
+    "Submits committed together (one Redis round trip, confirms awaited together)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "queuesvc_idempotent_replays_total",
+    "Submits answered with the task an earlier request with the same Idempotency-Key created",
+)
+
 PUBLISH_BUSY = Counter(
     "queuesvc_publish_busy_total", "Submits refused because RabbitMQ confirmed too slowly (load)"
 )

@@ -1,10 +1,12 @@
-"""Submitting tasks from the API on the event loop, without blocking it.
+"""Publishing task messages to RabbitMQ from the event loop, without blocking it.
 
-Celery's own publisher is synchronous. The API builds the task message with
-Celery's code (``app.amqp.as_task_v2``, protocol 2, so any Celery worker reads
-it) and publishes it with aio-pika over one connection per process, with
-publisher confirms and ``mandatory``: a 202 means RabbitMQ has routed and
-taken the message.
+Celery's own publisher is synchronous. The API builds each task message in
+Celery's protocol 2 (so any Celery worker reads it) and publishes it with
+aio-pika over one connection per process, with publisher confirms and
+``mandatory``: a publish returns once RabbitMQ has routed and taken the message.
+The parts of a message that are the same for every task of a name come from
+one call to Celery's ``as_task_v2`` (MessageTemplate); a publish fills in the
+task id and the arguments.
 
 Load and outage are told apart. Reaching RabbitMQ (connect, channel,
 declarations) is bounded by APP_PUBLISH_CONNECT_TIMEOUT_SECONDS per attempt
@@ -12,19 +14,22 @@ and the attempts by APP_PUBLISH_MAX_RETRIES: a broker that is down fails fast
 (BrokerUnavailable). Once a message is sent, its confirm is awaited up to
 APP_PUBLISH_CONFIRM_TIMEOUT_SECONDS; at most APP_PUBLISH_MAX_IN_FLIGHT
 publishes await theirs, and the next waits for a slot within the same bound.
-A submit that runs out of that time while the connection is up is load
+A publish that runs out of that time while the connection is up is load
 (BrokerBusy): the connection is kept, since dropping it would fail every
 other publish in flight. A broker that is gone shows as a closed connection
 (a socket error, or missed AMQP heartbeats), and only that is
 BrokerUnavailable.
+
+The status records and the batching of submits are app.group_commit's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import logging
 import socket
-import uuid
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -37,10 +42,8 @@ from kombu.compression import compress
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 
-from app.celery_app import create_celery, dead_letter_queue, queue_for
-from app.metrics import TASKS_SUBMITTED
+from app.celery_app import create_celery, dead_letter_queue
 from app.settings import Settings
-from app.status import AsyncStatusStore
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE_SECONDS = 0.25
@@ -54,11 +57,36 @@ class BrokerBusy(Exception):
     """RabbitMQ is up, but did not take the task in time: load, not an outage."""
 
 
+class MessageTemplate:
+    """One task name's protocol-2 message, built once by Celery's ``as_task_v2``:
+    a message differs from the next only in its id and its arguments."""
+
+    # Set per message; everything else in the headers is the template's.
+    PER_MESSAGE = ("id", "root_id", "argsrepr")
+
+    def __init__(self, celery: Celery, name: str, origin: str) -> None:
+        task = celery.amqp.as_task_v2(
+            "template", name, args=(), kwargs={}, origin=origin, kwargsrepr="{}"
+        )
+        self.headers: dict[str, Any] = dict(task.headers)
+        args, kwargs, embed = task.body
+        if args or kwargs:
+            raise ValueError(f"unexpected template body for {name}: {task.body!r}")
+        # The body is [args, kwargs, embed]; only args change.
+        self._body_tail = ", " + dumps(kwargs) + ", " + dumps(embed) + "]"
+
+    def render(self, task_id: str, args: list[Any]) -> tuple[dict[str, Any], bytes]:
+        headers = copy.copy(self.headers)
+        headers["id"] = headers["root_id"] = task_id
+        headers["argsrepr"] = f"<{len(args)} args>"
+        body = "[" + json.dumps(args, separators=(", ", ": ")) + self._body_tail
+        return headers, body.encode()
+
+
 class TaskPublisher:
     def __init__(
         self,
         celery: Celery,
-        status: AsyncStatusStore,
         *,
         url: str,
         connect_timeout: float,
@@ -68,7 +96,6 @@ class TaskPublisher:
     ) -> None:
         self._celery = celery
         self._queues: tuple[Queue, ...] = tuple(celery.conf.task_queues)
-        self._status = status
         self._url = url
         self._connect_timeout = connect_timeout
         self._confirm_timeout = confirm_timeout
@@ -76,17 +103,17 @@ class TaskPublisher:
         self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         self._origin = f"queuesvc-api@{socket.gethostname()}"
+        self._templates: dict[str, MessageTemplate] = {}
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._connecting = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, status: AsyncStatusStore) -> TaskPublisher:
+    def from_settings(cls, settings: Settings) -> TaskPublisher:
         """The API's publisher, bounded by the APP_PUBLISH_* settings."""
         return cls(
             create_celery(settings),
-            status,
             url=settings.broker_url.get_secret_value(),
             connect_timeout=settings.publish_connect_timeout_seconds,
             confirm_timeout=settings.publish_confirm_timeout_seconds,
@@ -94,44 +121,14 @@ class TaskPublisher:
             max_in_flight=settings.publish_max_in_flight,
         )
 
-    async def submit(
-        self,
-        name: str,
-        *,
-        total: int,
-        args: list[Any],
-        compression: str | None = None,
-        task_id: str | None = None,
-    ) -> str:
-        """Record the task as PENDING, then publish it; returns the task id."""
-        task_id = task_id or str(uuid.uuid4())
-        message = self._message(task_id, name, args, compression)
-        # The record exists before any worker can see the message.
-        await self._status.create(task_id, name, total)
-        try:
-            await self._publish(message, queue_for(name))
-        except BrokerUnavailable:
-            await self._status.discard(task_id)
-            raise
-        # On BrokerBusy the record stays: the message may still be routed and
-        # run, and then the task reports its outcome.
-        TASKS_SUBMITTED.labels(task=name).inc()
-        return task_id
-
-    def _message(
-        self, task_id: str, name: str, args: list[Any], compression: str | None
+    def message(
+        self, task_id: str, name: str, args: list[Any], compression: str | None = None
     ) -> aio_pika.Message:
-        task = self._celery.amqp.as_task_v2(
-            task_id,
-            name,
-            args=tuple(args),
-            kwargs={},
-            origin=self._origin,
-            argsrepr=f"<{len(args)} args>",
-            kwargsrepr="{}",
-        )
-        headers = dict(task.headers)
-        body = dumps(task.body).encode()
+        """The task's message, as Celery's own ``apply_async`` would send it."""
+        template = self._templates.get(name)
+        if template is None:
+            template = self._templates[name] = MessageTemplate(self._celery, name, self._origin)
+        headers, body = template.render(task_id, args)
         if compression:
             body, headers["compression"] = compress(body, compression)
         return aio_pika.Message(
@@ -143,7 +140,8 @@ class TaskPublisher:
             correlation_id=task_id,
         )
 
-    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        """Publish and await RabbitMQ's confirm: BrokerBusy or BrokerUnavailable if not."""
         deadline = asyncio.get_running_loop().time() + self._confirm_timeout
         try:
             async with asyncio.timeout_at(deadline):

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     # Publishes of one process awaiting their confirm; more wait for a slot.
     publish_max_in_flight: int = Field(default=64, ge=1, le=10_000)
 
+    # Group commit (app.group_commit): submits that arrive within the linger, up
+    # to the batch size, share one Redis round trip and their confirms.
+    submit_batch_max: int = Field(default=64, ge=1, le=1000)
+    submit_linger_ms: float = Field(default=1.0, ge=0, le=100)
+    # How long an Idempotency-Key holds its task.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
     # Task status records in Redis: unfinished ones live a day; finished ones only
     # long enough for clients polling the end (the result stays in MongoDB).
     status_ttl_seconds: int = Field(default=24 * 3600, ge=60)

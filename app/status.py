@@ -10,14 +10,17 @@ overwrite it. Once MongoDB holds the outcome, the record's TTL is shortened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from app.schemas import TERMINAL_STATES, Progress, TaskState, TaskStatus
 
@@ -38,6 +41,25 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 'OK'
 """
+
+
+# KEYS[1]: the task's hash; KEYS[2], if given: the Idempotency-Key's claim.
+# ARGV[1]: the record's TTL; ARGV[2]: the claim's TTL; ARGV[3]: the claim
+# ("<task id> <fingerprint>"); ARGV[4..]: field/value pairs. Returns "OK" when
+# created, or the claim an earlier request holds (and creates nothing).
+_CREATE_SCRIPT = """
+if KEYS[2] then
+  local held = redis.call('GET', KEYS[2])
+  if held then
+    return held
+  end
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 'OK'
+"""
+IDEMPOTENCY_PREFIX = "queuesvc:idempotency:"
 
 
 def task_key(task_id: str) -> str:
@@ -85,34 +107,85 @@ def is_final(outcome: str) -> bool:
     return outcome in FINAL_STATE_NAMES
 
 
-class AsyncStatusStore:
-    """The API's side: create at submit, read, cancel."""
+@dataclass(frozen=True)
+class NewRecord:
+    """A record to create; `claim` is (Idempotency-Key, request fingerprint) or None."""
 
-    def __init__(self, client: aioredis.Redis, ttl_seconds: int) -> None:
+    task_id: str
+    name: str
+    total: int
+    claim: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    """The record was created (and the key, if any, claimed for it)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An earlier request holds the Idempotency-Key: its task and fingerprint."""
+
+    task_id: str
+    fingerprint: str
+
+
+class AsyncStatusStore:
+    """The API's side: create at submit (in batches), read, cancel."""
+
+    def __init__(self, client: aioredis.Redis, ttl_seconds: int, claim_ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
+        self._claim_ttl = claim_ttl_seconds
         self._update = client.register_script(_UPDATE_SCRIPT)
+        self._create_sha = hashlib.sha1(_CREATE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-    async def create(self, task_id: str, name: str, total: int) -> None:
-        fields = _flatten(
-            {
-                "name": name,
-                "status": TaskState.PENDING.value,
-                "current": 0,
-                "total": total,
-                "retries": 0,
-                "submitted_at": f"{time.time():.3f}",
-            }
-        )
-        # One round trip; a record without its TTL is the worst a failure between can leave.
+    async def create_many(self, records: list[NewRecord]) -> list[Created | Claimed | Exception]:
+        """Create the records in one round trip; per record, what happened.
+
+        A record that could not be written (Redis out of memory, say) gets its
+        error; a connection failure raises for all of them.
+        """
+        outcomes = await self._run_creates(records)
+        if any(isinstance(o, NoScriptError) for o in outcomes):
+            # Redis restarted or flushed its scripts: nothing ran; load and redo.
+            await self._client.script_load(_CREATE_SCRIPT)
+            outcomes = await self._run_creates(records)
+        return [_created(outcome) for outcome in outcomes]
+
+    async def _run_creates(self, records: list[NewRecord]) -> list[Any]:
+        submitted = f"{time.time():.3f}"
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hset(task_key(task_id), mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
-            pipe.expire(task_key(task_id), self._ttl)
-            await pipe.execute()
+            for record in records:
+                fields = _flatten(
+                    {
+                        "name": record.name,
+                        "status": TaskState.PENDING.value,
+                        "current": 0,
+                        "total": record.total,
+                        "retries": 0,
+                        "submitted_at": submitted,
+                    }
+                )
+                keys = [task_key(record.task_id)]
+                claim = ""
+                if record.claim is not None:
+                    key, fingerprint = record.claim
+                    keys.append(IDEMPOTENCY_PREFIX + key)
+                    claim = f"{record.task_id} {fingerprint}"
+                pipe.evalsha(
+                    self._create_sha, len(keys), *keys, self._ttl, self._claim_ttl, claim, *fields
+                )
+            return await pipe.execute(raise_on_error=False)
 
-    async def discard(self, task_id: str) -> None:
-        """Forget a record whose task could not be published."""
-        await self._client.delete(task_key(task_id))
+    async def discard_many(self, records: list[NewRecord]) -> None:
+        """Forget records whose tasks could not be published, and their keys' claims."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.delete(task_key(record.task_id))
+                if record.claim is not None:
+                    pipe.delete(IDEMPOTENCY_PREFIX + record.claim[0])
+            await pipe.execute()
 
     async def get(self, task_id: str) -> TaskStatus | None:
         raw = cast("dict[str, str]", await self._client.hgetall(task_key(task_id)))
@@ -129,6 +202,15 @@ class AsyncStatusStore:
             ],
         )
         return str(outcome)
+
+
+def _created(outcome: Any) -> Created | Claimed | Exception:
+    if isinstance(outcome, Exception):
+        return outcome
+    if outcome == "OK":
+        return Created()
+    task_id, _, fingerprint = str(outcome).partition(" ")
+    return Claimed(task_id, fingerprint)
 
 
 class SyncStatusStore:

@@ -6,7 +6,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Header,
+    HTTPException,
+    Query,
+    Response,
+    UploadFile,
+    status,
+)
 from pymongo import DESCENDING
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
@@ -14,6 +24,8 @@ from redis.exceptions import RedisError
 from app.api.clients import ApiClients, get_clients
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.db import DEAD_LETTERS, TASK_RESULTS
+from app.group_commit import Accepted
+from app.idempotency import KEY_PATTERN
 from app.schemas import (
     TERMINAL_STATES,
     DeadLetter,
@@ -34,6 +46,23 @@ router = APIRouter(prefix="/api/async", tags=["tasks"])
 Clients = Annotated[ApiClients, Depends(get_clients)]
 UNAVAILABLE: Responses = {503: {"model": ErrorBody, "description": "Broker or Redis unreachable"}}
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task has this id"}}
+REPLAYED: Responses = {
+    200: {
+        "model": TaskSubmitted,
+        "description": "An earlier request with this Idempotency-Key and the same body "
+        "created the task; nothing new was queued",
+    }
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=KEY_PATTERN,
+        description="Retry-safe submits: within 24 h, the same key with the same request "
+        "returns the first task (200) instead of queueing another; with a different "
+        "request, 422. 1 to 255 printable ASCII characters, no spaces.",
+    ),
+]
 CSV_TYPES = {"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel"}
 
 
@@ -53,23 +82,41 @@ async def _final_document(clients: ApiClients, task_id: str) -> dict[str, Any] |
     return doc
 
 
-@router.post("/process", status_code=status.HTTP_202_ACCEPTED, responses=UNAVAILABLE)
-async def submit_process(body: ProcessRequest, clients: Clients) -> TaskSubmitted:
+def _submitted(accepted: Accepted, response: Response) -> TaskSubmitted:
+    if accepted.replayed:
+        response.status_code = status.HTTP_200_OK
+    return TaskSubmitted(task_id=accepted.task_id)
+
+
+@router.post(
+    "/process", status_code=status.HTTP_202_ACCEPTED, responses={**REPLAYED, **UNAVAILABLE}
+)
+async def submit_process(
+    body: ProcessRequest,
+    response: Response,
+    clients: Clients,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskSubmitted:
     """Queue `iterations` steps of work over `data`; answers at once with the task id."""
-    task_id = await clients.publisher.submit(
-        PROCESS_TASK, total=body.iterations, args=[body.data, body.iterations]
+    accepted = await clients.submits.submit(
+        PROCESS_TASK,
+        total=body.iterations,
+        args=[body.data, body.iterations],
+        idempotency_key=idempotency_key,
     )
-    return TaskSubmitted(task_id=task_id)
+    return _submitted(accepted, response)
 
 
 @router.post(
     "/import",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**UNAVAILABLE, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+    responses={**REPLAYED, **UNAVAILABLE, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def submit_import(
     clients: Clients,
+    response: Response,
     file: Annotated[UploadFile, File(description="CSV: external_id,name[,description]")],
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskSubmitted:
     """Queue a CSV import of items, upserted by external_id (re-running a file is safe)."""
     settings = clients.settings
@@ -106,10 +153,14 @@ async def submit_import(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"{rows} rows; at most {settings.import_max_rows} per file",
         )
-    task_id = await clients.publisher.submit(
-        IMPORT_TASK, total=rows, args=[text, filename], compression="gzip"
+    accepted = await clients.submits.submit(
+        IMPORT_TASK,
+        total=rows,
+        args=[text, filename],
+        compression="gzip",
+        idempotency_key=idempotency_key,
     )
-    return TaskSubmitted(task_id=task_id)
+    return _submitted(accepted, response)
 
 
 @router.get("/status/{task_id}", responses={**NOT_FOUND, **UNAVAILABLE})
@@ -258,7 +309,7 @@ async def replay_dead_letter(task_id: str, clients: Clients) -> TaskReplayed:
     if claimed.modified_count != 1:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} was replayed already")
     try:
-        await clients.publisher.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
+        await clients.submits.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
     except BaseException:
         await collection.update_one({"_id": task_id}, {"$set": {"replayed_as": None}})
         raise

@@ -10,6 +10,7 @@ from fastapi import Request
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.group_commit import GroupCommit
 from app.items import ItemRepository
 from app.publisher import TaskPublisher
 from app.settings import Settings
@@ -26,6 +27,7 @@ class ApiClients:
     redis: aioredis.Redis
     status: AsyncStatusStore
     publisher: TaskPublisher
+    submits: GroupCommit
     items: ItemRepository
 
 

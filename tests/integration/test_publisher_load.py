@@ -1,4 +1,5 @@
-"""The API's publisher under a burst, against the real RabbitMQ and Redis.
+"""The API's submit path (group commit and publisher) under a burst, against
+the real RabbitMQ and Redis.
 
 A live broker that confirms slower than APP_PUBLISH_CONFIRM_TIMEOUT_SECONDS
 is load: the submits it could not confirm in time are refused as busy
@@ -18,6 +19,7 @@ import aio_pika
 import pytest
 
 from app.celery_app import queue_for
+from app.group_commit import GroupCommit
 from app.publisher import BrokerBusy, BrokerUnavailable, TaskPublisher
 from app.redis_client import async_client
 from app.settings import Settings
@@ -45,15 +47,21 @@ def settings(app_env: dict[str, str]) -> Iterator[Settings]:
 
 async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
     redis = async_client(settings)
-    status = AsyncStatusStore(redis, settings.status_ttl_seconds)
-    publisher = TaskPublisher.from_settings(settings, status)
+    status = AsyncStatusStore(redis, settings.status_ttl_seconds, settings.idempotency_ttl_seconds)
+    publisher = TaskPublisher.from_settings(settings)
+    submits = GroupCommit(
+        status,
+        publisher,
+        max_batch=settings.submit_batch_max,
+        linger_seconds=settings.submit_linger_ms / 1000,
+    )
     outcomes: Counter[str] = Counter()
     busy_ids: list[str] = []
 
     async def one(n: int) -> None:
         task_id = f"burst-{os.getpid()}-{n}"
         try:
-            await publisher.submit(TASK, total=1, args=["burst", 1], task_id=task_id)
+            await submits.submit(TASK, total=1, args=["burst", 1], task_id=task_id)
             outcomes["accepted"] += 1
         except BrokerBusy:
             outcomes["busy"] += 1
@@ -67,6 +75,7 @@ async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
         await asyncio.gather(*(one(n) for n in range(BURST)))
         kept = sum([await redis.exists(KEY_PREFIX + task_id) for task_id in busy_ids])
     finally:
+        await submits.close()
         await publisher.close()
         await _purge(settings)
         await redis.aclose()

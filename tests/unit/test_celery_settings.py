@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from app.celery_app import DEAD_QUEUE, IMPORT_TASK, PROCESS_TASK, create_celery, worker_celery
 from app.main import create_app
 from app.settings import Settings, get_settings
-from app.status import AsyncStatusStore
+from app.status import AsyncStatusStore, Created, NewRecord
 
 BROKER = "amqp://elsewhere:Zq81mPx@127.0.0.1:1/elsewhere"
 
@@ -94,10 +94,10 @@ def test_create_app_publishes_through_a_celery_app_from_its_settings(
     broker = Broker()
     monkeypatch.setattr(aio_pika, "connect", broker.connect)
 
-    async def created(self: AsyncStatusStore, task_id: str, name: str, total: int) -> None:
-        return None
+    async def created(self: AsyncStatusStore, records: list[NewRecord]) -> list[Created]:
+        return [Created() for _ in records]
 
-    monkeypatch.setattr(AsyncStatusStore, "create", created)
+    monkeypatch.setattr(AsyncStatusStore, "create_many", created)
     settings = Settings(env="test", broker_url=BROKER, task_delivery_limit=7)
 
     with TestClient(create_app(settings)) as client:
