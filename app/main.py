@@ -15,13 +15,12 @@ from pymongo.errors import PyMongoError
 from app import __version__, db, errors, metrics
 from app.api import async_tasks, health, items
 from app.api.clients import ApiClients
-from app.content_type import FormBodyAsJson
 from app.group_commit import GroupCommit
 from app.items import ItemRepository
-from app.limits import BodySizeLimit
 from app.overload import InFlightLimit
 from app.publisher import TaskPublisher
 from app.redis_client import async_client as redis_client_for
+from app.request_body import RequestBody
 from app.settings import Settings, get_settings
 from app.status import AsyncStatusStore
 
@@ -103,12 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    # Our three layers, innermost first: every request crosses each one.
     app.add_middleware(
-        BodySizeLimit,
+        RequestBody,
         default_limit=settings.max_body_bytes,
         limits={"/api/async/import": settings.import_max_bytes + MULTIPART_OVERHEAD},
     )
-    app.add_middleware(FormBodyAsJson)
     app.add_middleware(metrics.MetricsMiddleware)
     # Outermost: a request over the limit costs nothing else.
     app.add_middleware(

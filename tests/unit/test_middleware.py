@@ -8,9 +8,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from app.content_type import FormBodyAsJson
-from app.limits import BodySizeLimit
 from app.overload import InFlightLimit
+from app.request_body import RequestBody
 
 
 def make_app() -> FastAPI:
@@ -22,8 +21,7 @@ def make_app() -> FastAPI:
         body = await request.body()
         return {"length": len(body), "type": request.headers.get("content-type")}
 
-    app.add_middleware(BodySizeLimit, default_limit=300, limits={"/small": 100})
-    app.add_middleware(FormBodyAsJson)
+    app.add_middleware(RequestBody, default_limit=300, limits={"/small": 100})
     return app
 
 
