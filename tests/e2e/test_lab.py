@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -77,6 +78,34 @@ def test_tasks_run_on_workers_of_several_hosts(client: httpx.Client) -> None:
         stored = client.get(f"/api/async/result/{task_id}")
         assert stored.status_code == 200, stored.text
         assert stored.json()["result"]["total"] == 300
+
+
+def test_one_idempotency_key_racing_on_every_app_server_creates_one_task(
+    lab: dict[str, str],
+) -> None:
+    """30 submits with one Idempotency-Key at once through lb1, so on several app
+    servers: one 202, the other 29 are 200 with the same task."""
+    key, body = f"e2e-{uuid.uuid4()}", {"data": "e2e idempotent", "iterations": 1}
+
+    async def race() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=30)
+        async with httpx.AsyncClient(
+            base_url=lab["url"], verify=_verify(lab), timeout=30, limits=limits
+        ) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/api/async/process", json=body, headers={"Idempotency-Key": key})
+                    for _ in range(30)
+                )
+            )
+
+    responses = asyncio.run(race())
+    codes = Counter(r.status_code for r in responses)
+    upstreams = Counter(r.headers.get("x-upstream", "missing") for r in responses)
+    record(f"30 racing submits with one Idempotency-Key: {dict(codes)}, by {dict(upstreams)}")
+    assert codes == {202: 1, 200: 29}, codes
+    assert len({r.json()["task_id"] for r in responses}) == 1
+    assert len(upstreams) >= 2, upstreams
 
 
 def test_stopping_one_api_loses_no_get(client: httpx.Client, ansible: Any) -> None:
