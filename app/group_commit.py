@@ -102,8 +102,9 @@ class GroupCommit:
             self._close_batch()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._close_batch)
-        # A request that goes away must not cancel the answer the batch will set.
-        return await asyncio.shield(submit.answer)
+        # If this request is cancelled, so is its answer: the batch goes on
+        # regardless and skips answers that are done (accept, refuse).
+        return await submit.answer
 
     def _close_batch(self) -> None:
         if self._timer is not None:
