@@ -29,7 +29,9 @@ through the API, tasks completed per second from the first submit to the last
 SUCCESS stored in MongoDB; the raw kombu publish+consume rate of the same broker
 with as many messages, and the ratio; and the CPU use of the worker with its
 pool, the API, the MongoDB emulator, redis-server and RabbitMQ over the run (%
-of one core, from /proc), the busiest named as the bound. With --profile PATH,
+of one core, from /proc), the busiest named as the bound. It is skipped when
+another consumer is on the default queue (a worker of someone else's test on
+the shared broker would take some of the tasks). With --profile PATH,
 before that, one more submit run (not counted in the figures) with py-spy
 sampling one of the service's gunicorn workers: the raw (collapsed) stacks go
 to PATH, and the shares of the samples by module group and the top frames are
