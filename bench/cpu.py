@@ -41,15 +41,27 @@ def parse_stat(text: str) -> ProcStat:
     )
 
 
-def parse_host_cpu(text: str) -> tuple[int, int]:
-    """/proc/stat's "cpu" line: (busy, total) ticks of all cores, idle and iowait
-    being the not-busy part. Guest time is already inside user and nice."""
+@dataclass(frozen=True)
+class HostCpu:
+    """Ticks of all cores: busy, waiting for I/O (idle with I/O pending), all."""
+
+    busy: int
+    iowait: int
+    total: int
+
+    def __sub__(self, other: HostCpu) -> HostCpu:
+        return HostCpu(self.busy - other.busy, self.iowait - other.iowait, self.total - other.total)
+
+
+def parse_host_cpu(text: str) -> HostCpu:
+    """/proc/stat's "cpu" line (user nice system idle iowait irq softirq steal);
+    guest time is already inside user and nice."""
     for line in text.splitlines():
         parts = line.split()
         if parts and parts[0] == "cpu":
             values = [int(v) for v in parts[1:9]]
             total = sum(values)
-            return total - values[3] - values[4], total
+            return HostCpu(total - values[3] - values[4], values[4], total)
     raise ValueError("no cpu line in /proc/stat")
 
 
@@ -139,6 +151,7 @@ class Usage:
     limit: dict[str, float]  # group -> the most it can use, in % of one core
     host_percent: float  # every core busy = 100 x cores
     cores: int
+    iowait_percent: float = 0.0  # the cores' time idle with disk I/O pending, same scale
 
     @property
     def bound(self) -> str:
@@ -184,7 +197,7 @@ class Sampler:
     def stop(self) -> Usage:
         seconds = time.monotonic() - self._started
         after = snapshot()
-        busy, total = parse_host_cpu((PROC / "stat").read_text())
+        host = parse_host_cpu((PROC / "stat").read_text()) - self._host
         percent, limit = {}, {}
         for name, group in self._groups.items():
             pids = group.select(after) | group.select(self._before)
@@ -192,6 +205,5 @@ class Sampler:
                 used = group_ticks(pids, self._before, after)
                 percent[name] = percent_of_core(used, seconds, self._clock_ticks)
                 limit[name] = 100.0 * min(group.cores, self._cores)
-        host_busy, host_total = busy - self._host[0], total - self._host[1]
-        host = 100.0 * self._cores * host_busy / host_total if host_total else 0.0
-        return Usage(seconds, percent, limit, host, self._cores)
+        scale = 100.0 * self._cores / host.total if host.total else 0.0
+        return Usage(seconds, percent, limit, host.busy * scale, self._cores, host.iowait * scale)

@@ -9,6 +9,7 @@ import pytest
 
 from bench.cpu import (
     Group,
+    HostCpu,
     ProcStat,
     Sampler,
     Usage,
@@ -39,7 +40,8 @@ def test_parse_stat() -> None:
 
 def test_parse_host_cpu() -> None:
     text = "cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n"
-    assert parse_host_cpu(text) == (155, 1000)
+    assert parse_host_cpu(text) == HostCpu(busy=155, iowait=45, total=1000)
+    assert HostCpu(200, 50, 1200) - HostCpu(155, 45, 1000) == HostCpu(45, 5, 200)
     with pytest.raises(ValueError, match="no cpu line"):
         parse_host_cpu("intr 1\n")
 

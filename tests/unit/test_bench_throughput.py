@@ -39,6 +39,7 @@ def test_report() -> None:
         limit={"worker": 200.0, "mongo": 100.0},
         host_percent=150.0,
         cores=2,
+        iowait_percent=3.0,
     )
     lines = report(e2e, raw, usage)
     assert lines[0].endswith("10 tasks/s (8 in 0.80 s; submits answered in 0.20 s)")
@@ -48,7 +49,7 @@ def test_report() -> None:
     assert raw.rate == pytest.approx(200.0)
     assert "200 messages/s (publish 1000/s, consume 250/s)" in lines[2]
     assert lines[3] == "end to end / raw broker: 5.0%"
-    assert "(host: 150% of 200%" in lines[4]
+    assert "(host: 150% of 200% busy, other users included; 3% waiting for I/O)" in lines[4]
     assert lines[5].startswith("  worker")
     assert lines[6].startswith("  mongo")
     assert lines[-1].startswith("bound: worker, the busiest (120% of one core, 60% of")
