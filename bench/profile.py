@@ -2,8 +2,11 @@
 module groups that hold the samples.
 
 py-spy's raw ("collapsed") output has one line per distinct stack, root first:
-``func (file:line);func (file:line);... COUNT``, files shortened to the package
-part (``app/publisher.py``, ``redis/asyncio/client.py``, ``asyncio/events.py``).
+``func (file:line);func (file:line);... COUNT``. It is recorded with full file
+names, shortened here to the package part (``app/publisher.py``,
+``redis/asyncio/client.py``, ``asyncio/events.py``): py-spy's own shortening
+drops the top of namespace packages (``opentelemetry/trace/...`` becomes
+``trace/...``).
 A frame's own share is the samples where it is the innermost frame; its total
 share the samples where it appears at all. The process's bootstrap (gunicorn,
 the uvicorn worker, asyncio's runner, which enters uvloop's loop in C) sits at
@@ -24,6 +27,7 @@ from pathlib import Path
 
 TOP_FRAMES = 15
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+_STDLIB = re.compile(r"/lib/python3\.\d+/")
 
 # Files of the process's bootstrap, cut from the root of each stack.
 BOOTSTRAP = (
@@ -54,6 +58,8 @@ GROUPS = (
     ("kombu/", "celery/kombu (task message)"),
     ("celery/", "celery/kombu (task message)"),
     ("prometheus_client/", "prometheus_client"),
+    # FastAPI asks it on every request whether telemetry is on.
+    ("opentelemetry/", "opentelemetry"),
 )
 
 
@@ -72,15 +78,28 @@ class Stack:
     count: int
 
 
-def parse_frame(text: str) -> Frame:
+def short_path(file: str, root: str = "") -> str:
+    """A file as its module path: below site-packages, the standard library's
+    directory or `root` (the project's checkout); as it is otherwise."""
+    if "/site-packages/" in file:
+        return file.rsplit("/site-packages/", 1)[1]
+    stdlib = _STDLIB.search(file)
+    if stdlib:
+        return file[stdlib.end() :]
+    if root and file.startswith(root.rstrip("/") + "/"):
+        return file[len(root.rstrip("/")) + 1 :]
+    return file
+
+
+def parse_frame(text: str, root: str = "") -> Frame:
     """``func (file:line)``; line numbers are dropped, so a function is one frame."""
     match = _FRAME.match(text)
     if not match:
         return Frame(text, "")
-    return Frame(match["function"], match["file"])
+    return Frame(match["function"], short_path(match["file"], root))
 
 
-def parse_collapsed(text: str) -> list[Stack]:
+def parse_collapsed(text: str, root: str = "") -> list[Stack]:
     stacks = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -88,7 +107,7 @@ def parse_collapsed(text: str) -> list[Stack]:
         trace, _, count = line.rpartition(" ")
         if not trace or not count.isdigit():
             raise ValueError(f"line {number} is not 'frames count': {line!r}")
-        frames = tuple(parse_frame(part) for part in trace.split(";"))
+        frames = tuple(parse_frame(part, root) for part in trace.split(";"))
         stacks.append(Stack(frames, int(count)))
     return stacks
 
@@ -104,6 +123,8 @@ def group_of(frame: Frame) -> str:
     for prefix, group in GROUPS:
         if frame.file.startswith(prefix):
             return group
+    if frame.file.startswith("<frozen "):  # a frozen standard module: <frozen os>
+        return frame.file.removeprefix("<frozen ").removesuffix(">")
     return frame.file.split("/", 1)[0].removesuffix(".py") or frame.function
 
 
@@ -163,8 +184,12 @@ def format_summary(summary: Summary, top: int = TOP_FRAMES) -> str:
     def pct(n: int) -> str:
         return f"{n / summary.samples:6.1%}" if summary.samples else "     -"
 
-    lines = [f"{'own':>6} {'total':>6}  group ({summary.samples} samples)"]
-    lines += [f"{pct(s.own)} {pct(s.total)}  {s.name}" for s in summary.groups]
+    lines = [f"{'own':>6} {'total':>6}  group ({summary.samples} samples; top {top} by own)"]
+    lines += [f"{pct(s.own)} {pct(s.total)}  {s.name}" for s in summary.groups[:top]]
+    rest = summary.groups[top:]
+    if rest:
+        own = sum(s.own for s in rest)
+        lines.append(f"{pct(own)} {'':6}  {len(rest)} more groups")
     lines += ["", f"{'own':>6} {'total':>6}  frame (top {top} by own samples)"]
     lines += [f"{pct(s.own)} {pct(s.total)}  {s.name}" for s in summary.frames[:top]]
     return "\n".join(lines)
@@ -194,6 +219,7 @@ def record(pid: int, seconds: int, output: Path, rate: int = 100) -> subprocess.
             str(rate),
             "--format",
             "raw",
+            "--full-filenames",
             "--output",
             str(output),
         ],

@@ -406,7 +406,7 @@ def profile_submit(server: Server, args: argparse.Namespace) -> None:
     if spy.returncode != 0:
         raise SystemExit(f"py-spy exited with {spy.returncode}: {said.strip()}")
     counted = re.search(r"Samples: \d+ Errors: \d+", said)
-    summary = profile.summarize(profile.parse_collapsed(args.profile.read_text()))
+    summary = profile.summarize(profile.parse_collapsed(args.profile.read_text(), str(REPO)))
     print(
         f"\nprofile: py-spy on gunicorn worker {pid} for {seconds} s of one more submit run "
         f"({run.rps:.0f} req/s under the profiler, not counted above); "

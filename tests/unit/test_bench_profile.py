@@ -13,6 +13,7 @@ from bench.profile import (
     group_of,
     parse_collapsed,
     parse_frame,
+    short_path,
     summarize,
     without_bootstrap,
 )
@@ -46,6 +47,22 @@ def test_frames() -> None:
     assert parse_frame("odd") == Frame("odd", "")
 
 
+def test_full_file_names_are_shortened() -> None:
+    site = "/srv/x/.venv/lib/python3.11/site-packages"
+    assert parse_frame(f"get_tracer ({site}/opentelemetry/trace/__init__.py:1)") == Frame(
+        "get_tracer", "opentelemetry/trace/__init__.py"
+    )
+    assert short_path("/usr/local/lib/python3.11/asyncio/events.py") == "asyncio/events.py"
+    assert short_path("/work/wt/app/publisher.py", "/work/wt") == "app/publisher.py"
+    assert short_path("/work/wt/app/publisher.py", "/work/wt/") == "app/publisher.py"
+    assert short_path("/elsewhere/x.py", "/work/wt") == "/elsewhere/x.py"
+    assert short_path("<frozen runpy>") == "<frozen runpy>"
+    stacks = parse_collapsed(
+        f"f (/work/wt/app/status.py:3);g ({site}/redis/client.py:9) 2\n", "/work/wt"
+    )
+    assert [f.file for f in stacks[0].frames] == ["app/status.py", "redis/client.py"]
+
+
 def test_parse_collapsed() -> None:
     stacks = parse_collapsed(SAMPLE)
     assert [s.count for s in stacks] == [3, 4, 2, 1]
@@ -72,6 +89,8 @@ def test_groups() -> None:
     assert group_of(Frame("f", "pydantic_core/core_schema.py")) == "pydantic"
     assert group_of(Frame("f", "pamqp/encode.py")) == group_of(Frame("g", "aio_pika/x.py"))
     assert group_of(Frame("f", "uuid.py")) == "uuid"
+    assert group_of(Frame("f", "<frozen os>")) == "os"
+    assert group_of(Frame("f", "opentelemetry/trace/__init__.py")) == "opentelemetry"
     assert group_of(Frame("f", "some/where.py")) == "some"
 
 
@@ -95,9 +114,10 @@ def test_summary_shares() -> None:
 def test_format_summary() -> None:
     text = format_summary(summarize(parse_collapsed(SAMPLE)), top=2)
     lines = text.splitlines()
-    assert lines[0].endswith("group (10 samples)")
-    assert " 40.0%  40.0%  redis" in lines
-    assert "  0.0%  70.0%  starlette middleware" in lines
+    assert lines[0].endswith("group (10 samples; top 2 by own)")
+    assert lines[1:3] == [" 40.0%  40.0%  redis", " 30.0%  30.0%  " + EVENT_LOOP]
+    # The rest in one line: app.publisher, aio_pika, app.api.async_tasks, ...
+    assert lines[3] == " 30.0%" + " " * 9 + "5 more groups"
     frame_lines = lines[lines.index(next(x for x in lines if "frame (top 2" in x)) + 1 :]
     assert len(frame_lines) == 2
-    assert format_summary(summarize([])).startswith("   own  total  group (0 samples)")
+    assert format_summary(summarize([])).startswith("   own  total  group (0 samples;")
