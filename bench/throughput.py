@@ -29,7 +29,7 @@ from pymongo import MongoClient
 from app.celery_app import DEFAULT_QUEUE
 from app.db import TASK_RESULTS
 from bench import cpu
-from bench.broker import RawRate, consumers, raw_rate
+from bench.broker import RawRate, consumers, empty_queues, raw_rate
 from tests.integration.services import Process, wait_until
 
 WORKER_CONCURRENCY = 2
@@ -151,18 +151,28 @@ class Results:
     def count(self) -> int:
         return self._results.estimated_document_count()
 
-    def wait(self, before: int, ids: list[str], limit_s: float) -> list[tuple[str, float]]:
-        """Wait (boundedly) until `ids` more outcomes than `before` are stored;
-        the tasks' outcomes: (status, finished_at as a timestamp)."""
-        deadline = time.monotonic() + limit_s
-        while self.count() - before < len(ids) and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)
+    def outcomes(self, ids: list[str]) -> list[tuple[str, float]]:
+        """The tasks' stored outcomes: (status, finished_at as a timestamp)."""
         query = {"_id": {"$in": ids}, "status": {"$in": list(FINAL_STATES)}}
         found = []
         for doc in self._results.find(query, {"status": 1, "finished_at": 1}):
             finished: datetime = doc["finished_at"]
             found.append((str(doc["status"]), finished.timestamp()))
         return found
+
+    def wait(self, before: int, ids: list[str], limit_s: float) -> list[tuple[str, float]]:
+        """Wait (boundedly) for the outcomes of `ids`: the cheap count first, the
+        tasks themselves once it says they may all be there (another task, one
+        submitted late in an earlier run, may have been counted)."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            if self.count() - before >= len(ids):
+                found = self.outcomes(ids)
+                if len(found) >= len(ids):
+                    return found
+            if time.monotonic() >= deadline:
+                return self.outcomes(ids)
+            time.sleep(POLL_INTERVAL_S)
 
     def close(self) -> None:
         self._client.close()
@@ -208,6 +218,8 @@ def run_stage(
 ) -> list[str]:
     """Start a worker, run N tasks end to end with CPU sampled, then the raw broker rate."""
     broker_url = env["APP_BROKER_URL"]
+    # Submits still in flight when a wrk run ended were queued after its purge.
+    empty_queues(broker_url, [DEFAULT_QUEUE])
     others = consumers(broker_url, DEFAULT_QUEUE) or 0
     if others:
         # Another worker on this broker would take some of the tasks (and store
