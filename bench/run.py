@@ -1,23 +1,55 @@
 """Benchmark the API under gunicorn (2 workers) on loopback, against the real services.
 
-Measures requests/s and p50/p99 latency with wrk at 64 connections for
-GET /health/live, GET /api/items/{id} and POST /api/async/process, and, in the
-same run, a bare FastAPI hello-world under the same gunicorn settings as the
-baseline. Prints each figure and its ratio to the baseline (medians of --runs).
+Local mode (no --url) starts, each once and kept up throughout, a bare FastAPI
+hello-world (bench/hello.py, the baseline), the service, and the peer
+(bench/peer.py: the tutorial pattern, Celery's .delay() from an async route),
+all under the same gunicorn settings, and measures with wrk at 64 connections,
+in rounds so that the machine's noise hits every target alike: each of --runs
+rounds runs, in turn, GET / (hello-world), GET /health/live, GET
+/api/items/{id}, POST /api/async/process, and the peer's POST
+/api/async/process. The service's queues are deleted before its servers start
+(purge_queues: a fresh layout) and emptied, not deleted, after each of its
+submit runs, the peer's queue after each of the peer's, so that no backlog
+builds up (a queue deleted under a running publisher would swallow its next
+messages unseen); the peer's queue is deleted at the end. Figures:
+requests/s (wrk's Requests/sec: every answer, whatever its status), p50 and p99,
+the non-2xx answers; medians over the rounds (non-2xx summed). Then the ratios
+and the submit path's targets, each with its measured value: ours/peer for the
+submit's req/s and p99 (target: >= 1.5x the peer's req/s with p99 <= the
+peer's), ours/hello for the submit's req/s (target: >= 30%), health/hello
+(target: >= 90%).
 
 MongoDB here is the mongoeco emulator (see README), so GET /api/items/{id}
 mostly measures the emulator: it is also reported as a ratio to raw PyMongo
 find_one calls against the same server in the same run.
 
-Usage (as root, after scripts/dev-services.sh and scripts/python-env.sh):
-    .venv/bin/python bench/run.py [--duration 10] [--runs 3] [--connections 64]
+Then, unless --tasks 0, the worker throughput (bench/throughput.py): a real
+Celery worker of the service (-Q default -c 2), --tasks short tasks submitted
+through the API, tasks completed per second from the first submit to the last
+SUCCESS stored in MongoDB; the raw kombu publish+consume rate of the same broker
+with as many messages, and the ratio; and the CPU use of the worker with its
+pool, the API, the MongoDB emulator, redis-server and RabbitMQ over the run (%
+of one core, from /proc), the busiest named as the bound. It is skipped when
+another consumer is on the default queue (a worker of someone else's test on
+the shared broker would take some of the tasks). With --profile PATH,
+before that, one more submit run (not counted in the figures) with py-spy
+sampling one of the service's gunicorn workers: the raw (collapsed) stacks go
+to PATH, and the shares of the samples by module group and the top frames are
+printed (bench/profile.py).
+
+Usage (as root, after `python3 -m scripts.lab services`, with .venv built
+from constraints.txt and the dev extras):
+    .venv/bin/python bench/run.py [--duration 10] [--runs 3] [--connections 64] [--tasks 300]
+    .venv/bin/python bench/run.py --duration 5 --runs 1 --profile /tmp/submit.collapsed
     .venv/bin/python bench/run.py --url https://192.168.56.10 [--duration 8] [--runs 3]
     .venv/bin/python bench/run.py --url https://192.168.56.10 --sweep 64,1000,5000,10000
 
 With --url, measures a deployed system instead (the lab's load balancer,
-say): GET /health/live and POST /api/async/process there, same wrk settings,
-against nginx's own liveness answer on the same load balancer as the baseline
-(--baseline-path, default /nginx/live: TLS and nginx, no app server).
+say): GET /health/live and POST /api/async/process there, same wrk settings and
+rounds, against nginx's own liveness answer on the same load balancer as the
+baseline (--baseline-path, default /nginx/live: TLS and nginx, no app server);
+then the submit's req/s as a share of GET /health/live's (target through lb1:
+>= 25%). The peer is not deployed on lb1: the ours/peer comparison is local only.
 
 With --url and --sweep 64,1000,5000,10000, sweeps those connection counts
 instead, for GET /health/live and POST /api/async/process, with
@@ -42,15 +74,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +93,10 @@ from pymongo import MongoClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.celery_app import DEAD_QUEUE, QUEUE_NAMES  # noqa: E402
+from bench import cpu, profile, throughput  # noqa: E402
+from bench.broker import delete_queue, empty_queues  # noqa: E402
+from bench.peer import PEER_QUEUE  # noqa: E402
 from bench.sweep import (  # noqa: E402
     HEALTH_TARGET,
     SUBMIT_TARGET,
@@ -68,6 +105,7 @@ from bench.sweep import (  # noqa: E402
     table,
     verdicts,
 )
+from bench.targets import Figures, deployed_lines, figures, local_lines  # noqa: E402
 from bench.wrkparse import WrkRun, parse_wrk  # noqa: E402
 from tests.integration.services import (  # noqa: E402
     MongoEmulator,
@@ -91,14 +129,13 @@ FD_MARGIN = 100
 # Longest wait for earlier runs' TIME_WAIT sockets to free local ports
 # (they last 60 s on Linux).
 PORT_WAIT_LIMIT_S = 70.0
-
-
-@dataclass
-class Figures:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    non_2xx: int
+# The local targets, in the order each round measures them.
+HELLO = "GET / (hello-world)"
+ITEM = "GET /api/items/{id}"
+PEER = "peer POST /api/async/process"
+# Wait after wrk starts before py-spy attaches, so that it samples load only.
+PROFILE_LEAD_S = 0.5
+DEFAULT_TASKS = 300
 
 
 def wrk(
@@ -141,24 +178,32 @@ def wrk(
     return parse_wrk(done.stdout)
 
 
-def measure(url: str, args: argparse.Namespace, script: Path | None = None) -> Figures:
-    """Median of --runs wrk runs at --connections (errors summed)."""
-    runs = [
-        wrk(
-            url,
-            threads=args.threads,
-            connections=args.connections,
-            duration=args.duration,
-            script=script,
-        )
-        for _ in range(args.runs)
-    ]
-    return Figures(
-        statistics.median(r.rps for r in runs),
-        statistics.median(r.p50_ms for r in runs),
-        statistics.median(r.p99_ms for r in runs),
-        sum(r.non_2xx for r in runs),
-    )
+@dataclass(frozen=True)
+class Target:
+    url: str
+    script: Path | None = None  # wrk script; None: GET
+    after: Callable[[], None] | None = None  # after each of its runs (purge a queue)
+
+
+def measure_rounds(targets: Mapping[str, Target], args: argparse.Namespace) -> dict[str, Figures]:
+    """--runs rounds, each running every target once in turn, so that a noisy
+    stretch of the machine hits them all alike; medians over the rounds."""
+    runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
+    for number in range(1, args.runs + 1):
+        for name, target in targets.items():
+            runs[name].append(
+                wrk(
+                    target.url,
+                    threads=args.threads,
+                    connections=args.connections,
+                    duration=args.duration,
+                    script=target.script,
+                )
+            )
+            if target.after:
+                target.after()
+        print(f"  round {number}/{args.runs} done", flush=True)
+    return {name: figures(done) for name, done in runs.items()}
 
 
 def free_local_ports() -> int:
@@ -213,15 +258,22 @@ def gunicorn(app_spec: str, env: dict[str, str], log: Path, port: int) -> Proces
     )
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str
+    pid: int  # gunicorn's master
+
+
 @contextmanager
-def serving(app_spec: str, env: dict[str, str], workdir: Path, probe: str) -> Iterator[str]:
+def serving(app_spec: str, env: dict[str, str], workdir: Path, probe: str) -> Iterator[Server]:
     port = free_port()
     process = gunicorn(app_spec, env, workdir / f"gunicorn-{port}.log", port)
     process.start()
+    assert process.proc is not None
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(base + probe)
-        yield base
+        yield Server(base, process.proc.pid)
     finally:
         process.stop()
 
@@ -267,14 +319,18 @@ def print_table(results: dict[str, Figures], baseline: Figures) -> None:
 def measure_deployment(args: argparse.Namespace) -> None:
     base = args.url.rstrip("/")
     print(
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} runs each "
-        f"(median) against {base}"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} round(s) "
+        f"(median) against {base}",
+        flush=True,
     )
-    baseline = measure(base + args.baseline_path, args)
-    results = {f"baseline GET {args.baseline_path}": baseline}
+    baseline_name = f"baseline GET {args.baseline_path}"
+    targets = {baseline_name: Target(base + args.baseline_path)}
     for name, (path, script) in DEPLOYED.items():
-        results[name] = measure(base + path, args, script)
-    print_table(results, baseline)
+        targets[name] = Target(base + path, script)
+    results = measure_rounds(targets, args)
+    print_table(results, results[baseline_name])
+    print()
+    print("\n".join(deployed_lines(results[HEALTH_TARGET], results[SUBMIT_TARGET])))
 
 
 def sweep_deployment(args: argparse.Namespace) -> None:
@@ -322,10 +378,148 @@ def connection_counts(text: str) -> list[int]:
     return counts
 
 
+def worker_of(server: Server) -> int:
+    """One of the server's gunicorn workers (the lowest pid)."""
+    workers = cpu.descendants(server.pid, cpu.snapshot()) - {server.pid}
+    if not workers:
+        raise SystemExit(f"gunicorn {server.pid} has no workers")
+    return min(workers)
+
+
+def profile_submit(server: Server, args: argparse.Namespace) -> None:
+    """One more submit run, with py-spy on one of the service's workers."""
+    seconds = max(1, args.duration - 1)
+    pid = worker_of(server)
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(
+            wrk,
+            server.base + "/api/async/process",
+            threads=args.threads,
+            connections=args.connections,
+            duration=args.duration,
+            script=POST_SCRIPT,
+        )
+        time.sleep(PROFILE_LEAD_S)
+        spy = profile.record(pid, seconds, args.profile)
+        said, _ = spy.communicate(timeout=seconds + 60)
+        run = load.result()
+    if spy.returncode != 0:
+        raise SystemExit(f"py-spy exited with {spy.returncode}: {said.strip()}")
+    counted = re.search(r"Samples: \d+ Errors: \d+", said)
+    summary = profile.summarize(profile.parse_collapsed(args.profile.read_text(), str(REPO)))
+    print(
+        f"\nprofile: py-spy on gunicorn worker {pid} for {seconds} s of one more submit run "
+        f"({run.rps:.0f} req/s under the profiler, not counted above); "
+        f"{counted.group(0) if counted else ''}; raw stacks in {args.profile}"
+    )
+    print(profile.format_summary(summary))
+
+
+def measure_locally(args: argparse.Namespace) -> None:
+    dev = load_dev_env()
+    if not dev.get("APP_TEST_BROKER_URL") or not dev.get("APP_TEST_REDIS_URL"):
+        raise SystemExit("run `python3 -m scripts.lab services` first")
+    workdir = Path(tempfile.mkdtemp(prefix="queuesvc-bench-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    broker = dev["APP_TEST_BROKER_URL"]
+    env = {
+        **base_env,
+        "APP_ENV": "test",
+        "APP_BROKER_URL": broker,
+        "APP_REDIS_URL": dev["APP_TEST_REDIS_URL"],
+        "APP_MONGODB_DATABASE": "queuesvc_bench",
+    }
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} round(s), "
+        f"medians; gunicorn 2 workers each; cores: {os.cpu_count()}",
+        flush=True,
+    )
+    with ExitStack() as stack:
+        if dev.get("APP_TEST_MONGODB_URI"):
+            mongo_uri, mongo_name = dev["APP_TEST_MONGODB_URI"], "APP_TEST_MONGODB_URI"
+            mongo_cpu = ("mongod", cpu.Group(cpu.by_name("mongod"), os.cpu_count() or 1))
+        else:
+            mongo = MongoEmulator(dev["APP_TEST_MONGOECO_PYTHON"], workdir)
+            mongo.start()
+            stack.callback(mongo.stop)
+            assert mongo.process.proc is not None
+            mongo_uri, mongo_name = mongo.uri, mongo.description
+            # Python: the GIL holds it to one core.
+            mongo_cpu = ("MongoDB emulator", cpu.Group(cpu.tree(mongo.process.proc.pid), 1))
+        env["APP_MONGODB_URI"] = mongo_uri
+        print(f"MongoDB: {mongo_name}", flush=True)
+        purge_queues(env)  # before the service declares them
+        hello = stack.enter_context(serving("bench.hello:app", env, workdir, "/"))
+        ours = stack.enter_context(serving("app.main:create_app()", env, workdir, "/health/live"))
+        # Registered before the peer starts, so it runs after the peer has stopped.
+        stack.callback(delete_queue, broker, PEER_QUEUE)
+        peer = stack.enter_context(serving("bench.peer:app", env, workdir, "/docs"))
+        item = httpx.post(ours.base + "/api/items", json={"name": "bench"}, timeout=10).json()
+        targets = {
+            HELLO: Target(hello.base + "/"),
+            HEALTH_TARGET: Target(ours.base + "/health/live"),
+            ITEM: Target(f"{ours.base}/api/items/{item['id']}"),
+            # Emptied after each run, not deleted (see empty_queues).
+            SUBMIT_TARGET: Target(
+                ours.base + "/api/async/process",
+                POST_SCRIPT,
+                lambda: empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE]),
+            ),
+            PEER: Target(
+                peer.base + "/api/async/process",
+                POST_SCRIPT,
+                lambda: empty_queues(broker, [PEER_QUEUE]),
+            ),
+        }
+        results = measure_rounds(targets, args)
+        print_table(results, results[HELLO])
+        print()
+        print(
+            "\n".join(
+                local_lines(
+                    results[HELLO], results[HEALTH_TARGET], results[SUBMIT_TARGET], results[PEER]
+                )
+            )
+        )
+        raw = raw_find_one_rate(mongo_uri, "queuesvc_bench", item["id"], args.duration)
+        print(
+            f"\nraw PyMongo find_one by _id, 8 threads, same server: {raw:.0f}/s; "
+            f"GET /api/items/{{id}} reaches {results[ITEM].rps / raw:.0%} of it",
+            flush=True,
+        )
+        if args.profile:
+            profile_submit(ours, args)
+            empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE])
+        if args.tasks:
+            lines = throughput.run_stage(
+                base=ours.base,
+                env=env,
+                workdir=workdir,
+                mongo_uri=mongo_uri,
+                database="queuesvc_bench",
+                tasks=args.tasks,
+                # How many cores each can use: a Python process one (the GIL),
+                # Redis one, RabbitMQ and mongod all.
+                groups={
+                    "API gunicorn, ours (2 workers)": cpu.Group(cpu.tree(ours.pid), 2),
+                    mongo_cpu[0]: mongo_cpu[1],
+                    "redis-server (shared)": cpu.Group(cpu.by_name("redis-server"), 1),
+                    "RabbitMQ beam.smp (shared)": cpu.Group(
+                        cpu.by_name("beam.smp"), os.cpu_count() or 1
+                    ),
+                    "bench client (this process)": cpu.Group(cpu.only(os.getpid()), 1),
+                },
+            )
+            print(f"\nworker throughput ({throughput.WORKER_CONCURRENCY} pool processes):")
+            print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="rounds: runs per target (medians reported)"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, help="wrk threads (default 1; 2 with --sweep)")
     parser.add_argument("--url", help="measure this deployed system instead (e.g. https://lb1)")
@@ -340,9 +534,26 @@ def main() -> None:
         metavar="N,N,...",
         help="with --url: sweep these connection counts instead (e.g. 64,1000,5000,10000)",
     )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        help=f"local: tasks for the worker throughput stage (default {DEFAULT_TASKS}; 0: skip it)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="local: py-spy one of our gunicorn workers in one more submit run, stacks to PATH",
+    )
     args = parser.parse_args()
     if args.sweep and not args.url:
         parser.error("--sweep needs --url")
+    if args.url and (args.profile or args.tasks is not None):
+        parser.error("--tasks and --profile are for local runs")
+    if args.tasks is None:
+        args.tasks = DEFAULT_TASKS
+    if args.tasks < 0:
+        parser.error("--tasks must be >= 0")
     if args.threads is None:
         args.threads = 2 if args.sweep else 1
     counts = args.sweep or [args.connections]
@@ -356,61 +567,7 @@ def main() -> None:
             measure_deployment(args)
         return
 
-    dev = load_dev_env()
-    if not dev.get("APP_TEST_BROKER_URL") or not dev.get("APP_TEST_REDIS_URL"):
-        raise SystemExit("run scripts/dev-services.sh first")
-    workdir = Path(tempfile.mkdtemp(prefix="queuesvc-bench-"))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-    mongo: MongoEmulator | None = None
-    if dev.get("APP_TEST_MONGODB_URI"):
-        mongo_uri, mongo_name = dev["APP_TEST_MONGODB_URI"], "APP_TEST_MONGODB_URI"
-    else:
-        mongo = MongoEmulator(dev["APP_TEST_MONGOECO_PYTHON"], workdir)
-        mongo.start()
-        mongo_uri, mongo_name = mongo.uri, mongo.description
-    env = {
-        **base_env,
-        "APP_ENV": "test",
-        "APP_BROKER_URL": dev["APP_TEST_BROKER_URL"],
-        "APP_REDIS_URL": dev["APP_TEST_REDIS_URL"],
-        "APP_MONGODB_URI": mongo_uri,
-        "APP_MONGODB_DATABASE": "queuesvc_bench",
-    }
-    results: dict[str, Figures] = {}
-    try:
-        print(
-            f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-            f"{args.runs} runs each (median); gunicorn 2 workers; cores: {os.cpu_count()}"
-        )
-        print(f"MongoDB: {mongo_name}")
-        with serving("bench.hello:app", env, workdir, "/") as base:
-            results["baseline GET / (hello-world)"] = measure(base + "/", args)
-        with serving("app.main:create_app()", env, workdir, "/health/live") as base:
-            item = httpx.post(base + "/api/items", json={"name": "bench"}, timeout=10).json()
-            targets = {
-                "GET /health/live": (base + "/health/live", None),
-                "GET /api/items/{id}": (f"{base}/api/items/{item['id']}", None),
-                "POST /api/async/process": (base + "/api/async/process", POST_SCRIPT),
-            }
-            for name, (url, script) in targets.items():
-                results[name] = measure(url, args, script)
-            purge_queues(env)
-            raw = raw_find_one_rate(mongo_uri, "queuesvc_bench", item["id"], args.duration)
-    finally:
-        if mongo:
-            mongo.stop()
-    baseline = results["baseline GET / (hello-world)"]
-    print_table(results, baseline)
-    item_rps = results["GET /api/items/{id}"].rps
-    print(
-        f"\nraw PyMongo find_one by _id, 8 threads, same server: {raw:.0f}/s; "
-        f"GET /api/items/{{id}} reaches {item_rps / raw:.0%} of it"
-    )
-    submit = results["POST /api/async/process"]
-    print(
-        f"target: async submit >= 40% of baseline and p99 <= 25 ms: "
-        f"{submit.rps / baseline.rps:.0%}, p99 {submit.p99_ms:.1f} ms"
-    )
+    measure_locally(args)
 
 
 if __name__ == "__main__":
