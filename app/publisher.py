@@ -187,6 +187,15 @@ class TaskPublisher:
                 last_error = TimeoutError("the connection closed while awaiting the confirm")
                 await self._drop_connection()
                 continue
+            except aio_pika.exceptions.PublishError as exc:
+                # Returned (mandatory): no queue is bound for it, so one was deleted
+                # under this process. Declare them again on the channel; retry.
+                last_error = exc
+                await self._redeclare()
+                continue
+            except aio_pika.exceptions.DeliveryError as exc:
+                # Nacked: RabbitMQ refused to take it; the same message would be again.
+                raise BrokerUnavailable(f"RabbitMQ refused the message: {exc}") from None
             except (
                 OSError,
                 aio_pika.exceptions.AMQPException,
@@ -210,9 +219,22 @@ class TaskPublisher:
                         timeout=self._connect_timeout,
                         client_properties={"connection_name": self._origin},
                     )
-                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    # on_return_raises: an unroutable message fails its publish;
+                    # by default aio-pika confirms it and RabbitMQ drops it.
+                    self._channel = await self._connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
                     self._exchange = await self._declare(self._channel)
             return self._exchange
+
+    async def _redeclare(self) -> None:
+        """Declare the queues again on the open channel (reconnect if that fails)."""
+        try:
+            async with self._connecting, asyncio.timeout(self._connect_timeout):
+                if self._channel is not None and not self._channel.is_closed:
+                    self._exchange = await self._declare(self._channel)
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPException):
+            await self._drop_connection()
 
     async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
         """Declare the dead-letter queue and the workers' queues (app.celery_app, the

@@ -14,11 +14,13 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 
 import aio_pika
 import pytest
+from kombu import Exchange, Queue
 
-from app.celery_app import queue_for
+from app.celery_app import create_celery, queue_for
 from app.group_commit import GroupCommit
 from app.publisher import BrokerBusy, BrokerUnavailable, TaskPublisher
 from app.redis_client import async_client
@@ -98,3 +100,46 @@ def test_a_slow_confirm_from_a_live_broker_is_busy_not_unavailable(settings: Set
     assert outcomes["busy"] > 0, f"no submit outlasted {CONFIRM_TIMEOUT} s: {outcomes}"
     assert outcomes["accepted"] + outcomes["busy"] == BURST + 1
     assert kept == len(busy_ids), "a busy submit's status record was discarded"
+
+
+RETURNS_QUEUE = "queuesvc-test-returns"
+
+
+async def _publish_across_a_deleted_queue(settings: Settings) -> tuple[int, bool]:
+    celery = create_celery(settings)
+    exchange = Exchange("queuesvc-test", type="direct", durable=True)
+    celery.conf.task_queues = (
+        Queue(RETURNS_QUEUE, exchange, routing_key=RETURNS_QUEUE, durable=True),
+    )
+    publisher = TaskPublisher(
+        celery,
+        url=settings.broker_url.get_secret_value(),
+        connect_timeout=2,
+        confirm_timeout=5,
+        max_retries=2,
+        max_in_flight=8,
+    )
+    admin = await aio_pika.connect(settings.broker_url.get_secret_value())
+    try:
+        await publisher.publish(publisher.message("first", TASK, ["a", 1]), RETURNS_QUEUE)
+        channel = await admin.channel()
+        await channel.queue_delete(RETURNS_QUEUE)
+        # Unroutable now: RabbitMQ returns it; the publisher declares the queue again.
+        await publisher.publish(publisher.message("second", TASK, ["b", 1]), RETURNS_QUEUE)
+        queue = await channel.declare_queue(RETURNS_QUEUE, passive=True)
+        count = queue.declaration_result.message_count
+        delivered = await queue.get(no_ack=True, fail=False)
+        return count, delivered is not None and delivered.correlation_id == "second"
+    finally:
+        await publisher.close()
+        with suppress(Exception):
+            await (await admin.channel()).queue_delete(RETURNS_QUEUE)
+        await admin.close()
+
+
+def test_a_queue_deleted_under_the_publisher_is_declared_again(settings: Settings) -> None:
+    """An unroutable message is never confirmed as taken (mandatory + on_return_raises):
+    the publisher declares the queues again and the message lands."""
+    count, second_landed = asyncio.run(_publish_across_a_deleted_queue(settings))
+    assert count == 1, f"{count} messages in the re-declared queue"
+    assert second_landed
