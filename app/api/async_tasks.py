@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import (
     APIRouter,
-    Depends,
     File,
     Header,
     HTTPException,
     Query,
+    Request,
     Response,
     UploadFile,
     status,
@@ -21,7 +21,7 @@ from pymongo import DESCENDING
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
-from app.api.clients import ApiClients, get_clients
+from app.api.clients import ApiClients, api_clients
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.db import DEAD_LETTERS, TASK_RESULTS
 from app.group_commit import Accepted
@@ -43,7 +43,6 @@ from app.work import CsvFormatError, check_csv_header, count_data_rows
 
 Responses = dict[int | str, dict[str, Any]]
 router = APIRouter(prefix="/api/async", tags=["tasks"])
-Clients = Annotated[ApiClients, Depends(get_clients)]
 UNAVAILABLE: Responses = {503: {"model": ErrorBody, "description": "Broker or Redis unreachable"}}
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task has this id"}}
 REPLAYED: Responses = {
@@ -94,10 +93,11 @@ def _submitted(accepted: Accepted, response: Response) -> TaskSubmitted:
 async def submit_process(
     body: ProcessRequest,
     response: Response,
-    clients: Clients,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskSubmitted:
     """Queue `iterations` steps of work over `data`; answers at once with the task id."""
+    clients = api_clients(request)
     accepted = await clients.submits.submit(
         PROCESS_TASK,
         total=body.iterations,
@@ -113,12 +113,13 @@ async def submit_process(
     responses={**REPLAYED, **UNAVAILABLE, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def submit_import(
-    clients: Clients,
+    request: Request,
     response: Response,
     file: Annotated[UploadFile, File(description="CSV: external_id,name[,description]")],
     idempotency_key: IdempotencyKey = None,
 ) -> TaskSubmitted:
     """Queue a CSV import of items, upserted by external_id (re-running a file is safe)."""
+    clients = api_clients(request)
     settings = clients.settings
     filename = file.filename or ""
     content_type = (file.content_type or "").split(";")[0].strip().lower()
@@ -164,8 +165,9 @@ async def submit_import(
 
 
 @router.get("/status/{task_id}", responses={**NOT_FOUND, **UNAVAILABLE})
-async def task_status(task_id: str, clients: Clients) -> TaskStatus:
+async def task_status(task_id: str, request: Request) -> TaskStatus:
     """Live status from Redis; for a finished task whose record expired, from MongoDB."""
+    clients = api_clients(request)
     task_id = _checked_id(task_id)
     redis_error: RedisError | None = None
     try:
@@ -192,12 +194,13 @@ async def task_status(task_id: str, clients: Clients) -> TaskStatus:
 
 
 @router.get("/result/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def task_result(task_id: str, clients: Clients) -> TaskResult:
+async def task_result(task_id: str, request: Request) -> TaskResult:
     """The final result as stored in MongoDB (kept after the Redis status expires).
 
     The outcome is claimed in Redis first and MongoDB follows, so until then, or
     while MongoDB is away, the outcome comes from the Redis record.
     """
+    clients = api_clients(request)
     task_id = _checked_id(task_id)
     mongo_error: ConnectionFailure | None = None
     try:
@@ -235,8 +238,9 @@ async def task_result(task_id: str, clients: Clients) -> TaskResult:
 
 
 @router.delete("/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def cancel_task(task_id: str, clients: Clients) -> TaskStatus:
+async def cancel_task(task_id: str, request: Request) -> TaskStatus:
     """Cancel a pending or running task: its status becomes REVOKED."""
+    clients = api_clients(request)
     task_id = _checked_id(task_id)
     outcome = await clients.status.request_cancel(task_id)
     if outcome == "MISSING":
@@ -257,9 +261,10 @@ async def cancel_task(task_id: str, clients: Clients) -> TaskStatus:
 
 @router.get("/dead")
 async def dead_letters(
-    clients: Clients, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> DeadLetterPage:
     """Tasks whose messages could not be run (dead-lettered), newest first."""
+    clients = api_clients(request)
     collection = clients.database[DEAD_LETTERS]
     cursor = collection.find({}).sort([("dead_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
     items = [DeadLetter(task_id=doc["_id"], **_dead_fields(doc)) async for doc in cursor]
@@ -284,8 +289,9 @@ def _replay_total(task: str, args: list[Any]) -> int:
     status_code=status.HTTP_202_ACCEPTED,
     responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody}},
 )
-async def replay_dead_letter(task_id: str, clients: Clients) -> TaskReplayed:
+async def replay_dead_letter(task_id: str, request: Request) -> TaskReplayed:
     """Submit a dead-lettered task again, under a new task id (once)."""
+    clients = api_clients(request)
     task_id = _checked_id(task_id)
     collection = clients.database[DEAD_LETTERS]
     doc = await collection.find_one({"_id": task_id})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app import health
-from app.api.clients import ApiClients, get_clients
+from app.api.clients import api_clients
 
 router = APIRouter(tags=["health"])
 
@@ -20,8 +20,9 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health", responses={503: {"description": "A dependency is unreachable"}})
-async def health_check(clients: Annotated[ApiClients, Depends(get_clients)]) -> JSONResponse:
+async def health_check(request: Request) -> JSONResponse:
     """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
+    clients = api_clients(request)
     timeout = clients.settings.health_timeout_seconds
     reasons = await health.check_all(
         health.ping_mongodb(clients.mongo),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from app.api.clients import ApiClients, get_clients
+from app.api.clients import api_clients
 from app.items import ItemRepository
 from app.schemas import ErrorBody, Item, ItemCreate, ItemPage, ItemUpdate
 
@@ -15,11 +15,8 @@ router = APIRouter(prefix="/api/items", tags=["items"])
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No item has this id"}}
 
 
-async def repository(clients: Annotated[ApiClients, Depends(get_clients)]) -> ItemRepository:
-    return clients.items
-
-
-Items = Annotated[ItemRepository, Depends(repository)]
+def repository(request: Request) -> ItemRepository:
+    return api_clients(request).items
 
 
 def _not_found(item_id: str) -> HTTPException:
@@ -27,18 +24,20 @@ def _not_found(item_id: str) -> HTTPException:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_item(body: ItemCreate, items: Items) -> Item:
+async def create_item(body: ItemCreate, request: Request) -> Item:
+    items = repository(request)
     return await items.create(body)
 
 
 @router.get("")
 async def list_items(
-    items: Items,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     name_prefix: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> ItemPage:
     """Newest first."""
+    items = repository(request)
     try:
         return await items.list(limit=limit, cursor=cursor, name_prefix=name_prefix)
     except ValueError as exc:
@@ -46,7 +45,8 @@ async def list_items(
 
 
 @router.get("/{item_id}", responses=NOT_FOUND)
-async def get_item(item_id: str, items: Items) -> Item:
+async def get_item(item_id: str, request: Request) -> Item:
+    items = repository(request)
     item = await items.get(item_id)
     if item is None:
         raise _not_found(item_id)
@@ -54,7 +54,8 @@ async def get_item(item_id: str, items: Items) -> Item:
 
 
 @router.patch("/{item_id}", responses=NOT_FOUND)
-async def update_item(item_id: str, body: ItemUpdate, items: Items) -> Item:
+async def update_item(item_id: str, body: ItemUpdate, request: Request) -> Item:
+    items = repository(request)
     item = await items.update(item_id, body)
     if item is None:
         raise _not_found(item_id)
@@ -62,7 +63,8 @@ async def update_item(item_id: str, body: ItemUpdate, items: Items) -> Item:
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-async def delete_item(item_id: str, items: Items) -> Response:
+async def delete_item(item_id: str, request: Request) -> Response:
+    items = repository(request)
     if not await items.delete(item_id):
         raise _not_found(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
