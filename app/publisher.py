@@ -138,14 +138,17 @@ class TaskPublisher:
             content_encoding="utf-8",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             correlation_id=task_id,
+            message_id=task_id,  # else aiormq draws a random one per message
         )
 
     async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
         """Publish and await RabbitMQ's confirm: BrokerBusy or BrokerUnavailable if not."""
-        deadline = asyncio.get_running_loop().time() + self._confirm_timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
+            if self._slots.locked():
+                async with asyncio.timeout(self._confirm_timeout):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # a free slot: no timer needed
         except TimeoutError:
             waited = f"no publish slot within {self._confirm_timeout:g} s"
             if self._connected():
