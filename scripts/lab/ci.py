@@ -5,6 +5,8 @@ next stages still mean something:
   services, python-env        install and start what the tests need (idempotent)
   lint                        ruff, ruff format, mypy, yamllint, ansible-lint
   unit-integration            pytest tests/unit tests/integration (real services)
+  bench-local                 bench/run.py on loopback: ours, the peer, hello-world,
+                              worker throughput (figures for the log, no verdict)
   then the lab (unless QUEUESVC_SKIP_LAB=1):
   prepare-host, tools, box    network guard first, controller tools, images
   molecule                    every role's scenarios, three at a time
@@ -140,6 +142,15 @@ def service_tests() -> None:
     )
 
 
+def bench_local() -> None:
+    """The submit path against the tutorial pattern and hello-world on loopback
+    (bench/run.py, short rounds), and the worker throughput: figures and
+    ratios for the log. A failed target is reported, not a failed stage; the
+    stage fails only if the benchmark cannot run."""
+    bench = [str(config.VENV / "bin/python"), "bench/run.py"]
+    run([*bench, "--duration", "4", "--runs", "2", "--tasks", "300"], cwd=config.ROOT)
+
+
 def bench_through_lb1() -> None:
     """The service's benchmark against the lab's load balancer (bench/run.py),
     then a bounded concurrency sweep (64 and 5,000 connections unless
@@ -177,6 +188,7 @@ def main() -> int:
     ci.stage("python-env", lambda: (project_venv(), tools_venv()))
     ci.stage("lint", lint)
     ci.stage("unit-integration", service_tests)
+    ci.stage("bench-local", bench_local)
     if preparing.is_alive() or lab_ready:
         preparing.join()
         lab_part(ci, lab_ready == [True])
