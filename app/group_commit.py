@@ -122,10 +122,15 @@ class GroupCommit:
             to_publish = await self._create_records(batch)
             if to_publish:
                 await self._publish(to_publish)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            for submit in batch:
+                submit.answer.cancel()
+            raise
+        except Exception as exc:
+            # A bug, not an outage: each submit still gets an answer (a 500).
+            log.exception("a batch of %d submits failed", len(batch))
             for submit in batch:
                 submit.refuse(exc)
-            raise
 
     async def _create_records(self, batch: list[_Submit]) -> list[_Submit]:
         """One round trip for every record; returns the submits to publish."""
