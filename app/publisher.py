@@ -61,9 +61,6 @@ class MessageTemplate:
     """One task name's protocol-2 message, built once by Celery's ``as_task_v2``:
     a message differs from the next only in its id and its arguments."""
 
-    # Set per message; everything else in the headers is the template's.
-    PER_MESSAGE = ("id", "root_id", "argsrepr")
-
     def __init__(self, celery: Celery, name: str, origin: str) -> None:
         task = celery.amqp.as_task_v2(
             "template", name, args=(), kwargs={}, origin=origin, kwargsrepr="{}"
@@ -76,6 +73,7 @@ class MessageTemplate:
         self._body_tail = ", " + dumps(kwargs) + ", " + dumps(embed) + "]"
 
     def render(self, task_id: str, args: list[Any]) -> tuple[dict[str, Any], bytes]:
+        # Only these headers differ between messages; the rest are the template's.
         headers = copy.copy(self.headers)
         headers["id"] = headers["root_id"] = task_id
         headers["argsrepr"] = f"<{len(args)} args>"
