@@ -62,6 +62,10 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The labelled children, looked up once per label set: labels() takes a
+        # lock and checks its arguments on every call.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,6 +85,16 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            self._observe(scope["method"], template, status, time.perf_counter() - started)
+
+    def _observe(self, method: str, template: str, status: int, seconds: float) -> None:
+        count = self._counts.get((method, template, status))
+        if count is None:
+            count = self._counts[(method, template, status)] = REQUESTS.labels(
+                method, template, str(status)
+            )
+        latency = self._latencies.get((method, template))
+        if latency is None:
+            latency = self._latencies[(method, template)] = LATENCY.labels(method, template)
+        count.inc()
+        latency.observe(seconds)
