@@ -20,8 +20,8 @@ Asserted: the slow clients reached 2,000 open; lb1 closed every one of them
 within client_header_timeout (as the role renders it for lb1: the lab
 inventory, else roles/nginx/defaults/main.yml) plus SLACK, and none was left
 open; the normal client had no error, and its p99 with the slow clients is at
-most P99_FACTOR times its p99 without them. One line of figures
-(`drill slow-clients: ...`).
+most P99_FACTOR times its p99 without them, or P99_SLACK_S above it, whichever
+is larger. One line of figures (`drill slow-clients: ...`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ WARMUP_REQUESTS = 5  # not measured: the connection's TLS handshake and first re
 MAX_RSS_MB = 200  # the script opens no more connections past this (resident)
 MAX_MEMORY_MB = 320  # and cannot allocate past this (address space)
 P99_FACTOR = 2.0  # the normal client's p99 with slow clients, at most this times without
+# or this much above it: on this shared 2-core machine a quiet p99 of 4 ms grows by
+# 10-15 ms whenever the drill reopens its 2,000 TLS connections at 1,000/s (the
+# handshakes take the cores for a moment); a lb1 that the slow clients exhaust
+# shows as errors and waits of seconds.
+P99_SLACK_S = 0.025
 REMOTE = Path(__file__).with_name("slow_clients.py")
 
 
@@ -331,10 +336,12 @@ def test_slow_clients_do_not_exhaust_lb1(drill: Lab) -> None:
                 f"the normal client had {len(phase.errors)} errors {name} slow clients, "
                 f"e.g. {phase.errors[:3]}"
             )
-    if ratio > P99_FACTOR:
+    allowed = max(P99_FACTOR * p99_before, p99_before + P99_SLACK_S)
+    if p99_during > allowed:
         problems.append(
             f"the normal client's p99 with slow clients {ms(p99_during)} is {ratio:.2f}x its "
-            f"p99 without them {ms(p99_before)} (at most {P99_FACTOR:g}x)"
+            f"p99 without them {ms(p99_before)} (at most {P99_FACTOR:g}x, or "
+            f"{ms(P99_SLACK_S)} more: {ms(allowed)})"
         )
 
     # The slow clients: lb1 closed each within its header timeout (plus slack).
