@@ -14,8 +14,6 @@ service's queues are) and consumed with kombu, with the worker's prefetch.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from app.celery_app import DEFAULT_QUEUE
 from app.db import TASK_RESULTS
 from bench import cpu
 from bench.broker import RawRate, consumers, empty_queues, raw_rate
-from tests.integration.services import Process, wait_until
+from tests.integration.services import Process, celery_worker, wait_until
 
 WORKER_CONCURRENCY = 2
 # The service's workers reserve one task per pool process (worker_prefetch_multiplier=1).
@@ -50,29 +48,14 @@ def results_limit_s(tasks: int) -> float:
 
 def worker_process(env: dict[str, str], log: Path) -> Process:
     """The worker as the lab's unit starts it, minus the state file, quieter."""
-    return Process(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "worker",
-            "-Q",
-            DEFAULT_QUEUE,
-            "-c",
-            str(WORKER_CONCURRENCY),
-            "-n",
-            f"bench-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "warning",
-        ],
+    return celery_worker(
         env,
         log,
+        DEFAULT_QUEUE,
+        concurrency=WORKER_CONCURRENCY,
+        name="bench",
+        log_level="warning",
+        extra=("--without-heartbeat",),
     )
 
 

@@ -142,7 +142,16 @@ class MongoEmulator:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
-def celery_worker(env: dict[str, str], log: Path, queues: str = "default,imports") -> Process:
+def celery_worker(
+    env: dict[str, str],
+    log: Path,
+    queues: str = "default,imports",
+    *,
+    concurrency: int = 2,
+    name: str = "test",
+    log_level: str = "INFO",
+    extra: tuple[str, ...] = (),
+) -> Process:
     return Process(
         "worker",
         [
@@ -155,13 +164,14 @@ def celery_worker(env: dict[str, str], log: Path, queues: str = "default,imports
             "-Q",
             queues,
             "-c",
-            "2",
+            str(concurrency),
             "-n",
-            f"test-{os.getpid()}@%h",
+            f"{name}-{os.getpid()}@%h",
             "--without-mingle",
             "--without-gossip",
+            *extra,
             "-l",
-            "INFO",
+            log_level,
         ],
         env,
         log,
