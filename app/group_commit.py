@@ -28,6 +28,7 @@ from app.celery_app import queue_for
 from app.idempotency import IdempotencyConflict, fingerprint
 from app.metrics import IDEMPOTENT_REPLAYS, SUBMIT_BATCH_SIZE, TASKS_SUBMITTED
 from app.publisher import BrokerBusy, TaskPublisher
+from app.settings import Settings
 from app.status import AsyncStatusStore, Claimed, NewRecord
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,18 @@ class GroupCommit:
         self._open: list[_Submit] = []
         self._timer: asyncio.TimerHandle | None = None
         self._commits: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, status: AsyncStatusStore, publisher: TaskPublisher
+    ) -> GroupCommit:
+        """The API's group commit, bounded by APP_SUBMIT_BATCH_MAX and APP_SUBMIT_LINGER_MS."""
+        return cls(
+            status,
+            publisher,
+            max_batch=settings.submit_batch_max,
+            linger_seconds=settings.submit_linger_ms / 1000,
+        )
 
     async def submit(
         self,

@@ -57,12 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_client, settings.status_ttl_seconds, settings.idempotency_ttl_seconds
         )
         publisher = TaskPublisher.from_settings(settings)
-        submits = GroupCommit(
-            status_store,
-            publisher,
-            max_batch=settings.submit_batch_max,
-            linger_seconds=settings.submit_linger_ms / 1000,
-        )
+        submits = GroupCommit.from_settings(settings, status_store, publisher)
         app.state.clients = ApiClients(
             settings=settings,
             mongo=mongo,

@@ -51,12 +51,7 @@ async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
     redis = async_client(settings)
     status = AsyncStatusStore(redis, settings.status_ttl_seconds, settings.idempotency_ttl_seconds)
     publisher = TaskPublisher.from_settings(settings)
-    submits = GroupCommit(
-        status,
-        publisher,
-        max_batch=settings.submit_batch_max,
-        linger_seconds=settings.submit_linger_ms / 1000,
-    )
+    submits = GroupCommit.from_settings(settings, status, publisher)
     outcomes: Counter[str] = Counter()
     busy_ids: list[str] = []
 
