@@ -1,13 +1,15 @@
-"""Local development server: `python -m app` (auto-reload, loopback only)."""
+"""`python -m app`: the local development server (auto-reload, loopback only);
+`python -m app keys ...`: manage API keys (app.keys_cli)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
 
-def main() -> None:
+def serve() -> None:
     os.environ.setdefault("APP_ENV", "development")
     uvicorn.run(
         "app.main:create_app",
@@ -18,5 +20,14 @@ def main() -> None:
     )
 
 
+def main() -> int:
+    if sys.argv[1:2] == ["keys"]:
+        from app import keys_cli  # the server needs none of it
+
+        return keys_cli.main(sys.argv[2:])
+    serve()
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

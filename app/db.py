@@ -16,14 +16,20 @@ DEAD_LETTERS = "dead_letters"
 
 INDEXES: dict[str, list[IndexModel]] = {
     ITEMS: [
-        # Imports upsert by external id; API-created items have none.
+        # Imports upsert by owner and external id; API-created items have none.
         IndexModel(
-            [("external_id", ASCENDING)],
-            name="external_id_unique",
+            [("owner", ASCENDING), ("external_id", ASCENDING)],
+            name="owner_external_id_unique",
             unique=True,
             partialFilterExpression={"external_id": {"$exists": True}},
         ),
-        # Name-prefix listing, newest first.
+        # An owner's items, newest first; and by name prefix.
+        IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="owner_newest"),
+        IndexModel(
+            [("owner", ASCENDING), ("name", ASCENDING), ("_id", DESCENDING)],
+            name="owner_name_newest",
+        ),
+        # An admin's listing by name prefix, across owners.
         IndexModel([("name", ASCENDING), ("_id", DESCENDING)], name="name_newest"),
     ],
     TASK_RESULTS: [IndexModel([("finished_at", DESCENDING)], name="finished_newest")],
@@ -50,12 +56,27 @@ def sync_client(settings: Settings) -> MongoClient[dict[str, Any]]:
     return MongoClient(settings.mongodb_uri.get_secret_value(), **_client_options(settings))
 
 
+# Indexes of earlier versions that now get in the way: external ids were
+# unique across everyone before items had owners.
+RETIRED = {ITEMS: ["external_id_unique"]}
+
+
 async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Create the indexes; a no-op when they already exist."""
+    """Create the indexes (a no-op when they exist) and drop retired ones."""
     for collection, models in INDEXES.items():
         await db[collection].create_indexes(models)
+    for collection, names in RETIRED.items():
+        existing = await (await db[collection].list_indexes()).to_list()
+        for name in names:
+            if any(index["name"] == name for index in existing):
+                await db[collection].drop_index(name)
 
 
 def ensure_indexes_sync(db: Database[dict[str, Any]]) -> None:
     for collection, models in INDEXES.items():
         db[collection].create_indexes(models)
+    for collection, names in RETIRED.items():
+        existing = [index["name"] for index in db[collection].list_indexes()]
+        for name in names:
+            if name in existing:
+                db[collection].drop_index(name)

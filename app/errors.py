@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.idempotency import IdempotencyConflict
 from app.metrics import PUBLISH_BUSY
 from app.publisher import BrokerBusy, BrokerUnavailable
+from app.quotas import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse
     return JSONResponse({"detail": [error]}, status_code=422)
 
 
+async def over_quota(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuotaExceeded)
+    response = _json(429, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
@@ -92,4 +100,5 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
     app.add_exception_handler(BrokerBusy, broker_busy)
     app.add_exception_handler(IdempotencyConflict, idempotency_conflict)
+    app.add_exception_handler(QuotaExceeded, over_quota)
     app.add_exception_handler(Exception, unexpected)

@@ -28,8 +28,9 @@ from app.celery_app import queue_for
 from app.idempotency import IdempotencyConflict, fingerprint
 from app.metrics import IDEMPOTENT_REPLAYS, SUBMIT_BATCH_SIZE, TASKS_SUBMITTED
 from app.publisher import BrokerBusy, TaskPublisher
+from app.quotas import exceeded
 from app.settings import Settings
-from app.status import AsyncStatusStore, Claimed, NewRecord
+from app.status import AsyncStatusStore, Claimed, NewRecord, OverQuota
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,11 @@ class GroupCommit:
         *,
         max_batch: int,
         linger_seconds: float,
+        retry_after_seconds: int,
     ) -> None:
         self._status = status
         self._publisher = publisher
+        self._retry_after = retry_after_seconds
         self._max_batch = max_batch
         self._linger = linger_seconds
         self._open: list[_Submit] = []
@@ -87,27 +90,31 @@ class GroupCommit:
             publisher,
             max_batch=settings.submit_batch_max,
             linger_seconds=settings.submit_linger_ms / 1000,
+            retry_after_seconds=settings.retry_after_seconds,
         )
 
     async def submit(
         self,
         name: str,
         *,
+        owner: str,
+        cost: int,
         total: int,
         args: list[Any],
         compression: str | None = None,
         task_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Accepted:
-        """Record the task as PENDING and publish it, with the submits around it.
+        """Record the task as PENDING for `owner` and publish it, with the
+        submits around it; `cost` counts against the owner's quotas.
 
         Raises BrokerUnavailable or BrokerBusy (publish), IdempotencyConflict,
-        or a RedisError (status store).
+        QuotaExceeded, or a RedisError (status store).
         """
         task_id = task_id or str(uuid.uuid4())
         claim = None if idempotency_key is None else (idempotency_key, fingerprint(name, args))
         submit = _Submit(
-            NewRecord(task_id, name, total, claim),
+            NewRecord(task_id, name, total, owner, cost, claim),
             self._publisher.message(task_id, name, args, compression),
         )
         self._open.append(submit)
@@ -158,6 +165,15 @@ class GroupCommit:
             claim = submit.record.claim
             if isinstance(outcome, Exception):
                 submit.refuse(outcome)
+            elif isinstance(outcome, OverQuota):
+                refusal = exceeded(
+                    outcome.kind,
+                    submit.record.owner,
+                    outcome.retry_after,
+                    self._status.quotas,
+                    self._retry_after,
+                )
+                submit.refuse(refusal)
             elif isinstance(outcome, Claimed) and claim is not None:
                 if outcome.fingerprint == claim[1]:
                     IDEMPOTENT_REPLAYS.inc()

@@ -39,13 +39,22 @@ def to_item(doc: dict[str, Any]) -> Item:
     )
 
 
+def _scoped(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """`query` within `owner`'s items; None (an admin) sees every owner's."""
+    return query if owner is None else {**query, "owner": owner}
+
+
 class ItemRepository:
+    """Items by owner: every method takes the owner whose items it may touch,
+    None for all (an admin key); another owner's item is simply not there."""
+
     def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
         self._collection = collection
 
-    async def create(self, body: ItemCreate) -> Item:
+    async def create(self, body: ItemCreate, owner: str) -> Item:
         created = now()
         doc: dict[str, Any] = {
+            "owner": owner,
             "name": body.name,
             "description": body.description,
             "created_at": created,
@@ -55,15 +64,17 @@ class ItemRepository:
         doc["_id"] = result.inserted_id
         return to_item(doc)
 
-    async def get(self, item_id: str) -> Item | None:
+    async def get(self, item_id: str, owner: str | None) -> Item | None:
         oid = parse_id(item_id)
         if oid is None:
             return None
-        doc = await self._collection.find_one({"_id": oid})
+        doc = await self._collection.find_one(_scoped({"_id": oid}, owner))
         return to_item(doc) if doc else None
 
-    async def list(self, *, limit: int, cursor: str | None, name_prefix: str | None) -> ItemPage:
-        query: dict[str, Any] = {}
+    async def list(
+        self, owner: str | None, *, limit: int, cursor: str | None, name_prefix: str | None
+    ) -> ItemPage:
+        query: dict[str, Any] = _scoped({}, owner)
         if cursor is not None:
             after = parse_id(cursor)
             if after is None:
@@ -76,20 +87,20 @@ class ItemRepository:
         next_cursor = items[-1].id if len(docs) > limit else None
         return ItemPage(items=items, next_cursor=next_cursor)
 
-    async def update(self, item_id: str, body: ItemUpdate) -> Item | None:
+    async def update(self, item_id: str, body: ItemUpdate, owner: str | None) -> Item | None:
         oid = parse_id(item_id)
         if oid is None:
             return None
         changes = body.model_dump(include=body.model_fields_set)
         changes["updated_at"] = now()
         doc = await self._collection.find_one_and_update(
-            {"_id": oid}, {"$set": changes}, return_document=ReturnDocument.AFTER
+            _scoped({"_id": oid}, owner), {"$set": changes}, return_document=ReturnDocument.AFTER
         )
         return to_item(doc) if doc else None
 
-    async def delete(self, item_id: str) -> bool:
+    async def delete(self, item_id: str, owner: str | None) -> bool:
         oid = parse_id(item_id)
         if oid is None:
             return False
-        result = await self._collection.delete_one({"_id": oid})
+        result = await self._collection.delete_one(_scoped({"_id": oid}, owner))
         return result.deleted_count == 1

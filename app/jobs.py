@@ -43,8 +43,12 @@ def process_data(self: TrackedTask, data: str, iterations: int) -> dict[str, Any
 
 
 @shared_task(bind=True, base=TrackedTask, name=IMPORT_TASK)
-def import_items(self: TrackedTask, csv_text: str, filename: str = "") -> dict[str, Any]:
-    """Upsert items from CSV text by external_id, in batches; report rejected rows."""
+def import_items(
+    self: TrackedTask, csv_text: str, filename: str = "", owner: str | None = None
+) -> dict[str, Any]:
+    """Upsert `owner`'s items from CSV text by external_id, in batches; report
+    rejected rows. (Messages from before owners existed carry none: their items
+    have no owner, which only an admin key sees.)"""
     settings = get_settings()
     total = count_data_rows(csv_text)
     self.begin(total)
@@ -65,14 +69,18 @@ def import_items(self: TrackedTask, csv_text: str, filename: str = "") -> dict[s
         outcome = collection.bulk_write(
             [
                 UpdateOne(
-                    {"external_id": row.external_id},
+                    {"owner": owner, "external_id": row.external_id},
                     {
                         "$set": {
                             "name": row.name,
                             "description": row.description,
                             "updated_at": now,
                         },
-                        "$setOnInsert": {"external_id": row.external_id, "created_at": now},
+                        "$setOnInsert": {
+                            "owner": owner,
+                            "external_id": row.external_id,
+                            "created_at": now,
+                        },
                     },
                     upsert=True,
                 )

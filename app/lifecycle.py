@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from celery import Task
@@ -126,7 +127,7 @@ def settle(task_id: str, outcome: Outcome, **progress: Any) -> TaskState:
     claimed = clients.status.settle(task_id, outcome.state, **values)
     if is_final(claimed):
         return store_recorded_outcome(task_id, outcome.name, TaskState(claimed))
-    clients.results.store(task_id, outcome)
+    clients.results.store(task_id, replace(outcome, owner=clients.status.owner(task_id)))
     _shorten_record(task_id)
     return outcome.state
 
@@ -152,6 +153,7 @@ def store_recorded_outcome(task_id: str, name: str, outcome: TaskState) -> TaskS
             error=record.error,
             retries=record.retries,
             worker=record.worker or "",
+            owner=record.owner,
         ),
     )
     _shorten_record(task_id)

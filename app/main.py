@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app import __version__, db, errors, metrics
-from app.api import async_tasks, health, items
+from app import __version__, db, errors, metrics, quotas
+from app.access import Authenticator, KeyCache
+from app.api import async_tasks, auth, health, items
 from app.api.clients import ApiClients
 from app.group_commit import GroupCommit
 from app.items import ItemRepository
+from app.keys import API_KEYS, KeyStore
 from app.overload import InFlightLimit
 from app.publisher import TaskPublisher
 from app.redis_client import async_client as redis_client_for
@@ -54,8 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = mongo[settings.mongodb_database]
         redis_client = redis_client_for(settings)
         status_store = AsyncStatusStore(
-            redis_client, settings.status_ttl_seconds, settings.idempotency_ttl_seconds
+            redis_client,
+            settings.status_ttl_seconds,
+            settings.idempotency_ttl_seconds,
+            quotas.from_settings(settings),
         )
+        keys = KeyCache(KeyStore(database[API_KEYS]), redis_client, settings.api_key_cache_seconds)
+        app.state.authenticator = authenticator = Authenticator(keys)
+        authenticator.start()
         publisher = TaskPublisher.from_settings(settings)
         submits = GroupCommit.from_settings(settings, status_store, publisher)
         app.state.clients = ApiClients(
@@ -75,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes.cancel()
             with suppress(asyncio.CancelledError):
                 await indexes
+            await authenticator.close()
             await submits.close()
             await publisher.close()
             await redis_client.aclose()
@@ -86,16 +97,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Fast CRUD on MongoDB; heavy work queued to Celery workers via RabbitMQ.",
         lifespan=lifespan,
         strict_content_type=False,  # a body without a content type is read as JSON
+        # Served below behind the operators' access rule instead.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    app.state.ops_networks = settings.ops_networks
     app.include_router(health.router)
     app.include_router(items.router)
     app.include_router(async_tasks.router)
     errors.install(app, settings.retry_after_seconds)
+    auth.install(app)
+    operators_only = [Depends(auth.OPS)]
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=operators_only)
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=operators_only)
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=operators_only)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="queuesvc API")
 
     # Our three layers, innermost first: every request crosses each one.
     app.add_middleware(

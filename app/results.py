@@ -27,6 +27,7 @@ class Outcome:
     error: str | None = None
     retries: int = 0
     worker: str = ""
+    owner: str | None = None  # the key owner that submitted it: who may read it
 
 
 class ResultStore:
@@ -48,6 +49,7 @@ class ResultStore:
                     "error": outcome.error,
                     "retries": outcome.retries,
                     "worker": outcome.worker,
+                    "owner": outcome.owner,
                     "finished_at": datetime.now(UTC),
                 }
             },

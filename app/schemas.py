@@ -93,6 +93,8 @@ class TaskStatus(BaseModel):
     # When the record last changed: what /result reports as finished_at while the
     # outcome is in Redis only; not part of the status body.
     updated_at: datetime | None = Field(default=None, exclude=True)
+    # The key owner that submitted it (app.access): who may see it; not in the body.
+    owner: str | None = Field(default=None, exclude=True)
 
 
 class TaskResult(BaseModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Passwords that mark a value as "not configured yet". Production refuses them.
 PLACEHOLDER_SECRETS = frozenset(
@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key holds its task.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
+    # API keys (app.access): how long a process trusts a key it has read
+    # (revocations reach every process at once regardless).
+    api_key_cache_seconds: float = Field(default=60, ge=0, le=3600)
+    # Callers that reach /health, /metrics and /docs without an admin key:
+    # comma-separated addresses or networks. Empty: an admin key everywhere.
+    ops_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []
+
+    # Quotas per owner (app.quotas), shared by every app server through Redis:
+    # submits per second with a burst, and the cost of unfinished tasks (a
+    # process task costs its iterations, an import its rows).
+    quota_submit_rate: float = Field(default=20.0, gt=0, le=100_000)
+    quota_submit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    quota_in_flight_cost: int = Field(default=200_000, ge=1)
+
     # Task status records in Redis: unfinished ones live a day; finished ones only
     # long enough for clients polling the end (the result stays in MongoDB).
     status_ttl_seconds: int = Field(default=24 * 3600, ge=60)
@@ -104,6 +118,13 @@ class Settings(BaseSettings):
     # keeps killing its worker). A queue argument: changing it means recreating
     # the queues (see README).
     task_delivery_limit: int = Field(default=5, ge=1, le=1000)
+
+    @field_validator("ops_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

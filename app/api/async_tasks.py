@@ -21,6 +21,8 @@ from pymongo import DESCENDING
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
 
+from app.access import Caller
+from app.api.auth import Admin, Submitter, TaskReader
 from app.api.clients import ApiClients, api_clients
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.db import DEAD_LETTERS, TASK_RESULTS
@@ -76,9 +78,18 @@ def _not_found(task_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id!r} not found")
 
 
-async def _final_document(clients: ApiClients, task_id: str) -> dict[str, Any] | None:
+async def _final_document(
+    clients: ApiClients, task_id: str, caller: Caller
+) -> dict[str, Any] | None:
+    """The task's stored outcome, if `caller` may see it (another owner's is not there)."""
     doc: dict[str, Any] | None = await clients.database[TASK_RESULTS].find_one({"_id": task_id})
-    return doc
+    return doc if doc is not None and caller.sees(doc.get("owner")) else None
+
+
+async def _record(clients: ApiClients, task_id: str, caller: Caller) -> TaskStatus | None:
+    """The task's live status record, if `caller` may see it."""
+    record = await clients.status.get(task_id)
+    return record if record is not None and caller.sees(record.owner) else None
 
 
 def _submitted(accepted: Accepted, response: Response) -> TaskSubmitted:
@@ -94,12 +105,15 @@ async def submit_process(
     body: ProcessRequest,
     response: Response,
     request: Request,
+    caller: Submitter,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskSubmitted:
     """Queue `iterations` steps of work over `data`; answers at once with the task id."""
     clients = api_clients(request)
     accepted = await clients.submits.submit(
         PROCESS_TASK,
+        owner=caller.owner,
+        cost=body.iterations,
         total=body.iterations,
         args=[body.data, body.iterations],
         idempotency_key=idempotency_key,
@@ -115,6 +129,7 @@ async def submit_process(
 async def submit_import(
     request: Request,
     response: Response,
+    caller: Submitter,
     file: Annotated[UploadFile, File(description="CSV: external_id,name[,description]")],
     idempotency_key: IdempotencyKey = None,
 ) -> TaskSubmitted:
@@ -156,8 +171,10 @@ async def submit_import(
         )
     accepted = await clients.submits.submit(
         IMPORT_TASK,
+        owner=caller.owner,
+        cost=max(1, rows),
         total=rows,
-        args=[text, filename],
+        args=[text, filename, caller.owner],
         compression="gzip",
         idempotency_key=idempotency_key,
     )
@@ -165,18 +182,18 @@ async def submit_import(
 
 
 @router.get("/status/{task_id}", responses={**NOT_FOUND, **UNAVAILABLE})
-async def task_status(task_id: str, request: Request) -> TaskStatus:
+async def task_status(task_id: str, request: Request, caller: TaskReader) -> TaskStatus:
     """Live status from Redis; for a finished task whose record expired, from MongoDB."""
     clients = api_clients(request)
     task_id = _checked_id(task_id)
     redis_error: RedisError | None = None
     try:
-        record = await clients.status.get(task_id)
+        record = await _record(clients, task_id, caller)
     except RedisError as exc:
         record, redis_error = None, exc
     if record is not None:
         return record
-    doc = await _final_document(clients, task_id)
+    doc = await _final_document(clients, task_id, caller)
     if doc is not None:
         return TaskStatus(
             task_id=task_id,
@@ -194,7 +211,7 @@ async def task_status(task_id: str, request: Request) -> TaskStatus:
 
 
 @router.get("/result/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def task_result(task_id: str, request: Request) -> TaskResult:
+async def task_result(task_id: str, request: Request, caller: TaskReader) -> TaskResult:
     """The final result as stored in MongoDB (kept after the Redis status expires).
 
     The outcome is claimed in Redis first and MongoDB follows, so until then, or
@@ -204,7 +221,7 @@ async def task_result(task_id: str, request: Request) -> TaskResult:
     task_id = _checked_id(task_id)
     mongo_error: ConnectionFailure | None = None
     try:
-        doc = await _final_document(clients, task_id)
+        doc = await _final_document(clients, task_id, caller)
     except ConnectionFailure as exc:
         doc, mongo_error = None, exc
     if doc is not None:
@@ -217,7 +234,7 @@ async def task_result(task_id: str, request: Request) -> TaskResult:
             error=doc.get("error"),
             finished_at=doc["finished_at"],
         )
-    record = await clients.status.get(task_id)
+    record = await _record(clients, task_id, caller)
     if record is None:
         if mongo_error is not None:
             raise mongo_error
@@ -238,13 +255,16 @@ async def task_result(task_id: str, request: Request) -> TaskResult:
 
 
 @router.delete("/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
-async def cancel_task(task_id: str, request: Request) -> TaskStatus:
+async def cancel_task(task_id: str, request: Request, caller: Submitter) -> TaskStatus:
     """Cancel a pending or running task: its status becomes REVOKED."""
     clients = api_clients(request)
     task_id = _checked_id(task_id)
-    outcome = await clients.status.request_cancel(task_id)
+    current = await clients.status.get(task_id)
+    if current is not None and not caller.sees(current.owner):
+        raise _not_found(task_id)
+    outcome = "MISSING" if current is None else await clients.status.request_cancel(task_id)
     if outcome == "MISSING":
-        doc = await _final_document(clients, task_id)
+        doc = await _final_document(clients, task_id, caller)
         if doc is None:
             raise _not_found(task_id)
         outcome = doc["status"]
@@ -261,7 +281,7 @@ async def cancel_task(task_id: str, request: Request) -> TaskStatus:
 
 @router.get("/dead")
 async def dead_letters(
-    request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    request: Request, caller: Admin, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> DeadLetterPage:
     """Tasks whose messages could not be run (dead-lettered), newest first."""
     clients = api_clients(request)
@@ -289,8 +309,9 @@ def _replay_total(task: str, args: list[Any]) -> int:
     status_code=status.HTTP_202_ACCEPTED,
     responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody}},
 )
-async def replay_dead_letter(task_id: str, request: Request) -> TaskReplayed:
-    """Submit a dead-lettered task again, under a new task id (once)."""
+async def replay_dead_letter(task_id: str, request: Request, caller: Admin) -> TaskReplayed:
+    """Submit a dead-lettered task again, under a new task id (once), as the
+    admin key's owner (a dead letter does not say who submitted it)."""
     clients = api_clients(request)
     task_id = _checked_id(task_id)
     collection = clients.database[DEAD_LETTERS]
@@ -315,7 +336,14 @@ async def replay_dead_letter(task_id: str, request: Request) -> TaskReplayed:
     if claimed.modified_count != 1:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} was replayed already")
     try:
-        await clients.submits.submit(doc["task"], total=total, args=doc["args"], task_id=new_id)
+        await clients.submits.submit(
+            doc["task"],
+            owner=caller.owner,
+            cost=max(1, total),
+            total=total,
+            args=doc["args"],
+            task_id=new_id,
+        )
     except BaseException:
         await collection.update_one({"_id": task_id}, {"$set": {"replayed_as": None}})
         raise
