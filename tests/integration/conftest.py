@@ -19,7 +19,9 @@ from tests.integration.services import (
     MongoEmulator,
     Process,
     RedisServer,
+    bearer,
     celery_worker,
+    create_key,
     free_port,
     gunicorn_api,
     load_dev_env,
@@ -93,9 +95,31 @@ def app_env(dev_env: dict[str, str], mongo: MongoEmulator | None) -> dict[str, s
             # Fast failure when a test stops MongoDB on purpose.
             "APP_MONGODB_TIMEOUT_MS": "1500",
             "APP_TASK_RETRY_BACKOFF_MAX": "2",
+            # The API's own host may read /health and /metrics without a key
+            # (as the app role sets it); 127.0.0.2 stands for everyone else.
+            "APP_OPS_NETWORKS": "127.0.0.1",
+            # Quotas out of the way of the load tests; test_quotas sets its own.
+            "APP_QUOTA_SUBMIT_RATE": "100000",
+            "APP_QUOTA_SUBMIT_BURST": "1000000",
+            "APP_QUOTA_IN_FLIGHT_COST": "100000000",
         }
     )
     return env
+
+
+USER_SCOPES = "tasks:submit,tasks:read,items:read,items:write"
+
+
+@pytest.fixture(scope="session")
+def api_keys(app_env: dict[str, str], mongo: MongoEmulator | None) -> dict[str, dict[str, Any]]:
+    """Keys by role: `user` and `other` (two owners, every scope but admin),
+    `reader` (the user's owner, tasks:read only) and `admin`."""
+    return {
+        "user": create_key(app_env, "tester", USER_SCOPES),
+        "other": create_key(app_env, "other-tenant", USER_SCOPES),
+        "reader": create_key(app_env, "tester", "tasks:read"),
+        "admin": create_key(app_env, "ops", "admin"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +160,19 @@ def api(app_env: dict[str, str], workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(api: str, worker: Process) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=15) as http:
+def client(
+    api: str, worker: Process, api_keys: dict[str, dict[str, Any]]
+) -> Iterator[httpx.Client]:
+    """A tenant's client: the `user` key."""
+    with httpx.Client(base_url=api, timeout=15, headers=bearer(api_keys["user"])) as http:
+        yield http
+
+
+@pytest.fixture
+def admin_client(
+    api: str, worker: Process, api_keys: dict[str, dict[str, Any]]
+) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api, timeout=15, headers=bearer(api_keys["admin"])) as http:
         yield http
 
 

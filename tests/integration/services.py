@@ -195,6 +195,36 @@ def gunicorn_api(env: dict[str, str], log: Path, port: int) -> Process:
     )
 
 
+def create_key(env: dict[str, str], owner: str, scopes: str, *extra: str) -> dict[str, Any]:
+    """A new API key, made by the command operators use (`python -m app keys create`)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "keys",
+            "create",
+            "--json",
+            "--owner",
+            owner,
+            "--scopes",
+            scopes,
+            *extra,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    key: dict[str, Any] = json.loads(done.stdout)
+    return key
+
+
+def bearer(key: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key['key']}"}
+
+
 # Run with the service's environment: `celery_app` is built from it on first use.
 _DELETE_QUEUES = """
 from kombu import Connection

@@ -10,7 +10,7 @@ import httpx
 import redis
 
 from tests.integration.helpers import post_like_curl, submit_process, wait_status
-from tests.integration.services import wait_until
+from tests.integration.services import bearer, wait_until
 
 
 def test_process_reports_progress_then_stores_result_in_mongodb(
@@ -189,14 +189,18 @@ def test_non_csv_uploads_are_refused(client: httpx.Client) -> None:
     assert _upload(client, big).status_code == 413
 
 
-def test_a_burst_past_the_in_flight_limit_is_shed_cleanly(api: str, worker: Any) -> None:
+def test_a_burst_past_the_in_flight_limit_is_shed_cleanly(
+    api: str, worker: Any, api_keys: dict[str, Any]
+) -> None:
     """400 submits at once to 2 processes that run 64 each (APP_MAX_IN_FLIGHT): what
     they cannot run is refused at once with the shed 503, the rest is accepted."""
     import asyncio
 
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=400)
-        async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=api, timeout=30, limits=limits, headers=bearer(api_keys["user"])
+        ) as http:
             return await asyncio.gather(
                 *(
                     http.post("/api/async/process", json={"data": f"b{n}", "iterations": 1})
@@ -212,5 +216,9 @@ def test_a_burst_past_the_in_flight_limit_is_shed_cleanly(api: str, worker: Any)
         assert shed.json() == {"detail": "the server is busy; try again shortly"}
         assert int(shed.headers["retry-after"]) >= 1
     # The slots come back: the next submit is accepted.
-    after = httpx.post(f"{api}/api/async/process", json={"data": "after", "iterations": 1})
+    after = httpx.post(
+        f"{api}/api/async/process",
+        json={"data": "after", "iterations": 1},
+        headers=bearer(api_keys["user"]),
+    )
     assert after.status_code == 202, after.text

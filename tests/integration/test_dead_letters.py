@@ -7,9 +7,16 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.helpers import wait_status
 from tests.integration.services import publish
+
+
+@pytest.fixture
+def client(admin_client: httpx.Client) -> httpx.Client:
+    """Dead letters are the operators': an admin key."""
+    return admin_client
 
 
 def _dead_letter(client: httpx.Client, task_id: str, timeout: float = 60) -> dict[str, Any]:

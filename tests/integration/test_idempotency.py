@@ -13,7 +13,7 @@ import redis
 
 from app.status import IDEMPOTENCY_PREFIX
 from tests.integration.helpers import wait_status
-from tests.integration.services import wait_until
+from tests.integration.services import bearer, wait_until
 
 PROCESS = "/api/async/process"
 
@@ -54,14 +54,18 @@ def test_same_key_different_body_is_422(client: httpx.Client) -> None:
     assert "different request" in error["msg"]
 
 
-def test_a_race_on_one_key_creates_one_task(api: str, worker: Any) -> None:
+def test_a_race_on_one_key_creates_one_task(
+    api: str, worker: Any, api_keys: dict[str, Any]
+) -> None:
     """40 requests with one key at once, spread over both gunicorn processes (and
     so over batches of both): one 202, the rest 200 with the same task."""
     key, body = _key(), {"data": "race", "iterations": 1}
 
     async def race() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=40)
-        async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=api, timeout=30, limits=limits, headers=bearer(api_keys["user"])
+        ) as http:
             return await asyncio.gather(
                 *(
                     http.post(PROCESS, json=body, headers={"Idempotency-Key": key})
@@ -124,7 +128,9 @@ def test_a_key_is_released_when_the_broker_refuses(
     assert wait_status(client, task_id, {"SUCCESS"})["status"] == "SUCCESS"
 
 
-def test_submits_that_arrive_together_are_committed_together(api: str, worker: Any) -> None:
+def test_submits_that_arrive_together_are_committed_together(
+    api: str, worker: Any, api_keys: dict[str, Any]
+) -> None:
     """100 submits at once: the batches hold more than one submit each on average
     (queuesvc_submit_batch_size in /metrics), and every submit is its own task."""
 
@@ -136,7 +142,9 @@ def test_submits_that_arrive_together_are_committed_together(api: str, worker: A
 
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=api, timeout=30, limits=limits, headers=bearer(api_keys["user"])
+        ) as http:
             return await asyncio.gather(
                 *(http.post(PROCESS, json={"data": f"g{n}", "iterations": 1}) for n in range(100))
             )

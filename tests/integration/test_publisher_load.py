@@ -20,6 +20,7 @@ import aio_pika
 import pytest
 from kombu import Exchange, Queue
 
+from app import quotas
 from app.celery_app import create_celery, queue_for
 from app.group_commit import GroupCommit
 from app.publisher import BrokerBusy, BrokerUnavailable, TaskPublisher
@@ -49,7 +50,12 @@ def settings(app_env: dict[str, str]) -> Iterator[Settings]:
 
 async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
     redis = async_client(settings)
-    status = AsyncStatusStore(redis, settings.status_ttl_seconds, settings.idempotency_ttl_seconds)
+    status = AsyncStatusStore(
+        redis,
+        settings.status_ttl_seconds,
+        settings.idempotency_ttl_seconds,
+        quotas.from_settings(settings),
+    )
     publisher = TaskPublisher.from_settings(settings)
     submits = GroupCommit.from_settings(settings, status, publisher)
     outcomes: Counter[str] = Counter()
@@ -58,7 +64,9 @@ async def _burst(settings: Settings) -> tuple[Counter[str], list[str], int]:
     async def one(n: int) -> None:
         task_id = f"burst-{os.getpid()}-{n}"
         try:
-            await submits.submit(TASK, total=1, args=["burst", 1], task_id=task_id)
+            await submits.submit(
+                TASK, owner="load", cost=1, total=1, args=["burst", 1], task_id=task_id
+            )
             outcomes["accepted"] += 1
         except BrokerBusy:
             outcomes["busy"] += 1

@@ -17,7 +17,10 @@ import pytest
 from celery.app.utils import find_app
 from fastapi.testclient import TestClient
 
+from app.access import Caller
+from app.api.auth import NEEDS
 from app.celery_app import DEAD_QUEUE, IMPORT_TASK, PROCESS_TASK, create_celery, worker_celery
+from app.keys import Scope
 from app.main import create_app
 from app.settings import Settings, get_settings
 from app.status import AsyncStatusStore, Created, NewRecord
@@ -100,7 +103,10 @@ def test_create_app_publishes_through_a_celery_app_from_its_settings(
     monkeypatch.setattr(AsyncStatusStore, "create_many", created)
     settings = Settings(env="test", broker_url=BROKER, task_delivery_limit=7)
 
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    # The key check has its own tests (tests/integration/test_access.py).
+    app.dependency_overrides[NEEDS[Scope.TASKS_SUBMIT]] = lambda: Caller("id", "unit", frozenset())
+    with TestClient(app) as client:
         response = client.post("/api/async/process", json={"data": "x", "iterations": 3})
 
     assert response.status_code == 202, response.text
