@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from app import db
-from app.keys import API_KEYS, REVOKED_CHANNEL, ApiKey, KeyStore, check_owner, parse_scopes
+from app.keys import API_KEYS, REVOKED_CHANNEL, ApiKey, KeyStore, Scope, check_owner, parse_scopes
 from app.redis_client import async_client as redis_client_for
 from app.settings import get_settings
 
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     create = add("create", "make a new key and print it (once)")
     create.add_argument("--owner", required=True, type=_owner, help="the tenant, e.g. acme")
     create.add_argument("--name", default="", help="what the key is for (default: the owner)")
-    create.add_argument("--scopes", required=True, type=parse_scopes, help="e.g. tasks:submit")
+    create.add_argument("--scopes", required=True, type=_scopes, help="e.g. tasks:submit")
     create.add_argument("--expires", type=_expiry, help="30d, 12h, or an ISO 8601 time")
     listing = add("list", "the keys (never their secrets)")
     listing.add_argument("--owner", type=_owner)
@@ -48,8 +48,15 @@ def parser() -> argparse.ArgumentParser:
     seed = add("seed", "make sure the key on standard input exists")
     seed.add_argument("--owner", required=True, type=_owner)
     seed.add_argument("--name", required=True)
-    seed.add_argument("--scopes", required=True, type=parse_scopes)
+    seed.add_argument("--scopes", required=True, type=_scopes)
     return top
+
+
+def _scopes(text: str) -> frozenset[Scope]:
+    try:
+        return parse_scopes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _owner(text: str) -> str:

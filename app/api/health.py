@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app import health
+from app.api.auth import OPS
 from app.api.clients import api_clients
 
 router = APIRouter(tags=["health"])
@@ -19,7 +20,11 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health", responses={503: {"description": "A dependency is unreachable"}})
+@router.get(
+    "/health",
+    responses={503: {"description": "A dependency is unreachable"}},
+    dependencies=[Depends(OPS)],
+)
 async def health_check(request: Request) -> JSONResponse:
     """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
     clients = api_clients(request)
