@@ -14,7 +14,9 @@ import pytest
 from tests.integration.helpers import wait_status
 from tests.integration.services import bearer, create_key, free_port, gunicorn_api, wait_http_ok
 
-RATE, BURST, IN_FLIGHT_COST = 2, 5, 15_000
+# One submit per 5 s past a burst of 5: slow enough that a loaded machine's
+# slow requests do not refill the bucket during the test.
+RATE, BURST, IN_FLIGHT_COST = 0.2, 5, 15_000
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +57,11 @@ def test_a_burst_past_the_rate_is_429_with_retry_after_and_spares_others(
         _client(tight_api, app_env, "rate-calm") as calm,
     ):
         codes = [_submit(flood).status_code for _ in range(BURST + 5)]
-        # The bucket refills at RATE/s while the burst runs: a few may pass.
         assert codes[:BURST] == [202] * BURST
-        assert codes.count(429) >= 3, codes
+        assert codes.count(429) >= 4, codes  # one may pass on a refill
         refused = _submit(flood)
         assert refused.status_code == 429
-        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert 1 <= int(refused.headers["retry-after"]) <= 1 / RATE
         assert "submit rate" in refused.json()["detail"]
         # Another owner has its own bucket.
         assert _submit(calm).status_code == 202
