@@ -9,17 +9,27 @@ from fastapi.responses import JSONResponse
 
 from app import health
 from app.api.clients import api_clients
+from app.api.responses import ERRORS, documented
+from app.schemas import ErrorBody, HealthReport
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=documented())
 async def live() -> dict[str, str]:
     """The process is up and serving; touches no dependency."""
     return {"status": "alive"}
 
 
-@router.get("/health", responses={503: {"description": "A dependency is unreachable"}})
+@router.get(
+    "/health",
+    response_model=HealthReport,
+    responses={
+        **documented(),
+        # Unhealthy, or the in-flight limit's busy answer.
+        503: {**ERRORS[503], "model": HealthReport | ErrorBody},
+    },
+)
 async def health_check(request: Request) -> JSONResponse:
     """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
     clients = api_clients(request)
@@ -40,4 +50,8 @@ async def health_check(request: Request) -> JSONResponse:
     }
     if not healthy:
         body["errors"] = {name: reason for name, reason in reasons.items() if reason}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    if healthy:
+        return JSONResponse(body)
+    # A 503 says when to look again, as every 503 of this API does.
+    retry_after = str(clients.settings.retry_after_seconds)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})
