@@ -80,12 +80,17 @@ async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse
 
 
 def _documented_methods(app: FastAPI, path: str) -> set[str]:
-    """The methods the OpenAPI schema gives `path` (HEAD with GET), empty if none."""
-    for template, operations in app.openapi()["paths"].items():
-        if compile_path(template)[0].match(path):
-            methods = {method.upper() for method in operations}
-            return methods | {"HEAD"} if "GET" in methods else methods
-    return set()
+    """The methods the OpenAPI schema gives `path` (HEAD with GET), empty if none.
+
+    As OpenAPI matches paths: a concrete one (/api/async/dead) before a templated
+    one (/api/async/{task_id}).
+    """
+    paths: dict[str, dict[str, object]] = app.openapi()["paths"]
+    matching = [template for template in paths if compile_path(template)[0].match(path)]
+    if not matching:
+        return set()
+    methods = {method.upper() for method in paths[min(matching, key=lambda t: t.count("{"))]}
+    return methods | {"HEAD"} if "GET" in methods else methods
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:

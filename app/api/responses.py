@@ -1,8 +1,10 @@
 """The documented error responses of every route, in one place.
 
 A route lists the codes it can answer besides its success, `responses=documented(404)`;
-`ALWAYS` adds those any route can answer. FastAPI adds 422 (HTTPValidationError, the
-list shape) to every route with a parameter or a body; our own 422s keep that shape.
+`ALWAYS` adds those any route can answer: a code every route gains (401, 403 and 429 for
+API keys and quotas, say) is its entry in `ERRORS` and its number in `ALWAYS`. FastAPI
+adds 422 (HTTPValidationError, the list shape) to every route with a parameter or a body;
+our own 422s keep that shape.
 """
 
 from __future__ import annotations

@@ -152,6 +152,10 @@ def test_unsupported_method_names_every_method_of_the_path(client: httpx.Client)
     response = client.request("PUT", "/api/items")
     _assert_json_error(response, 405)
     assert response.headers["allow"] == "GET, HEAD, POST"
+    # The concrete path, not /api/async/{task_id} (DELETE) that also matches it.
+    response = client.request("OPTIONS", "/api/async/dead")
+    _assert_json_error(response, 405)
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 def test_bad_cursor_is_a_validation_error_list(client: httpx.Client) -> None:
