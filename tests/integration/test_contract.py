@@ -30,7 +30,12 @@ def test_api_matches_its_schema(
     ]
     try:
         run = subprocess.run(
-            command, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+            cwd=workdir,  # its example cache, .schemathesis/, stays out of the work tree
         )
     finally:
         _cancel_unfinished(api, redis_client)
