@@ -14,6 +14,8 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from app.idempotency import IdempotencyConflict
 from app.metrics import PUBLISH_BUSY
@@ -85,6 +87,29 @@ async def over_quota(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+def _documented_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the OpenAPI schema gives `path` (HEAD with GET), empty if none.
+
+    As OpenAPI matches paths: a concrete one (/api/async/dead) before a templated
+    one (/api/async/{task_id}).
+    """
+    paths: dict[str, dict[str, object]] = app.openapi()["paths"]
+    matching = [template for template in paths if compile_path(template)[0].match(path)]
+    if not matching:
+        return set()
+    methods = {method.upper() for method in paths[min(matching, key=lambda t: t.count("{"))]}
+    return methods | {"HEAD"} if "GET" in methods else methods
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's 405 names the methods of the first route on the path only; a path
+    # has one route per method, and `Allow` must name them all, as the schema does.
+    assert isinstance(exc, HTTPException)
+    allowed = _documented_methods(request.app, request.scope["path"])
+    headers = {"Allow": ", ".join(sorted(allowed))} if allowed else exc.headers
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
@@ -101,4 +126,6 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(BrokerBusy, broker_busy)
     app.add_exception_handler(IdempotencyConflict, idempotency_conflict)
     app.add_exception_handler(QuotaExceeded, over_quota)
+
+    app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(Exception, unexpected)

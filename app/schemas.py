@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
@@ -24,7 +25,12 @@ class ItemCreate(StrictBody):
 
 
 class ItemUpdate(StrictBody):
-    name: Name | None = None
+    # The schema says what the check below does: at least one field.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # Absent keeps the name; an item always has one, so null is not in the schema
+    # (and is refused with 422 by the check below). A null description clears it.
+    name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
 
     @model_validator(mode="after")
@@ -45,10 +51,16 @@ class Item(BaseModel):
     updated_at: datetime
 
 
+# An item id: what `next_cursor` holds, and all `cursor` takes.
+CURSOR_PATTERN = "^[0-9a-fA-F]{24}$"
+
+
 class ItemPage(BaseModel):
     items: list[Item]
     next_cursor: str | None = Field(
-        default=None, description="Pass as `cursor` to get the next page; null on the last page."
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="Pass as `cursor` to get the next page; null on the last page.",
     )
 
 
@@ -107,8 +119,18 @@ class TaskResult(BaseModel):
     finished_at: datetime
 
 
+class HealthReport(BaseModel):
+    status: str = Field(description="healthy or unhealthy")
+    services: dict[str, str] = Field(description="Each dependency: connected or disconnected.")
+    errors: dict[str, str] | None = Field(
+        default=None, description="Why each disconnected one is; absent when healthy."
+    )
+
+
 class ErrorBody(BaseModel):
-    detail: Any
+    """Our own errors; validation errors (422) are FastAPI's list of errors."""
+
+    detail: str
 
 
 class DeadLetter(BaseModel):

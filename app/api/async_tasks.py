@@ -17,6 +17,7 @@ from fastapi import (
     UploadFile,
     status,
 )
+from fastapi.exceptions import RequestValidationError
 from pymongo import DESCENDING
 from pymongo.errors import ConnectionFailure
 from redis.exceptions import RedisError
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 from app.access import Caller
 from app.api.auth import Admin, Submitter, TaskReader
 from app.api.clients import ApiClients, api_clients
+from app.api.responses import BODY, Responses, documented, keyed
 from app.celery_app import IMPORT_TASK, PROCESS_TASK
 from app.db import DEAD_LETTERS, TASK_RESULTS
 from app.group_commit import Accepted
@@ -32,7 +34,6 @@ from app.schemas import (
     TERMINAL_STATES,
     DeadLetter,
     DeadLetterPage,
-    ErrorBody,
     ProcessRequest,
     Progress,
     TaskReplayed,
@@ -43,10 +44,7 @@ from app.schemas import (
 )
 from app.work import CsvFormatError, check_csv_header, count_data_rows
 
-Responses = dict[int | str, dict[str, Any]]
-router = APIRouter(prefix="/api/async", tags=["tasks"])
-UNAVAILABLE: Responses = {503: {"model": ErrorBody, "description": "Broker or Redis unreachable"}}
-NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task has this id"}}
+router = APIRouter(prefix="/api/async", tags=["tasks"], responses=keyed())
 REPLAYED: Responses = {
     200: {
         "model": TaskSubmitted,
@@ -65,6 +63,12 @@ IdempotencyKey = Annotated[
     ),
 ]
 CSV_TYPES = {"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel"}
+# The upload's part is CSV text: a client that sends another type gets 415.
+CSV_PART: dict[str, Any] = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"encoding": {"file": {"contentType": "text/csv"}}}}
+    }
+}
 
 
 def _checked_id(task_id: str) -> str:
@@ -99,7 +103,9 @@ def _submitted(accepted: Accepted, response: Response) -> TaskSubmitted:
 
 
 @router.post(
-    "/process", status_code=status.HTTP_202_ACCEPTED, responses={**REPLAYED, **UNAVAILABLE}
+    "/process",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**REPLAYED, **documented(*BODY, 429)},
 )
 async def submit_process(
     body: ProcessRequest,
@@ -124,7 +130,8 @@ async def submit_process(
 @router.post(
     "/import",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**REPLAYED, **UNAVAILABLE, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+    responses={**REPLAYED, **documented(*BODY, 415, 429)},
+    openapi_extra=CSV_PART,
 )
 async def submit_import(
     request: Request,
@@ -162,7 +169,9 @@ async def submit_import(
     try:
         check_csv_header(text)
     except CsvFormatError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        # A 422 has FastAPI's shape, whoever finds the error.
+        error = {"type": "csv_format", "loc": ("body", "file"), "msg": str(exc), "input": None}
+        raise RequestValidationError([error]) from exc
     rows = count_data_rows(text)
     if rows > settings.import_max_rows:
         raise HTTPException(
@@ -181,7 +190,7 @@ async def submit_import(
     return _submitted(accepted, response)
 
 
-@router.get("/status/{task_id}", responses={**NOT_FOUND, **UNAVAILABLE})
+@router.get("/status/{task_id}", responses=documented(404))
 async def task_status(task_id: str, request: Request, caller: TaskReader) -> TaskStatus:
     """Live status from Redis; for a finished task whose record expired, from MongoDB."""
     clients = api_clients(request)
@@ -210,7 +219,7 @@ async def task_status(task_id: str, request: Request, caller: TaskReader) -> Tas
     raise _not_found(task_id)
 
 
-@router.get("/result/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
+@router.get("/result/{task_id}", responses=documented(404, 409))
 async def task_result(task_id: str, request: Request, caller: TaskReader) -> TaskResult:
     """The final result as stored in MongoDB (kept after the Redis status expires).
 
@@ -254,7 +263,7 @@ async def task_result(task_id: str, request: Request, caller: TaskReader) -> Tas
     )
 
 
-@router.delete("/{task_id}", responses={**NOT_FOUND, 409: {"model": ErrorBody}})
+@router.delete("/{task_id}", responses=documented(404, 409))
 async def cancel_task(task_id: str, request: Request, caller: Submitter) -> TaskStatus:
     """Cancel a pending or running task: its status becomes REVOKED."""
     clients = api_clients(request)
@@ -279,7 +288,7 @@ async def cancel_task(task_id: str, request: Request, caller: Submitter) -> Task
     return record
 
 
-@router.get("/dead")
+@router.get("/dead", responses=documented())
 async def dead_letters(
     request: Request, caller: Admin, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> DeadLetterPage:
@@ -307,7 +316,7 @@ def _replay_total(task: str, args: list[Any]) -> int:
 @router.post(
     "/dead/{task_id}/replay",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody}},
+    responses=documented(404, 409),
 )
 async def replay_dead_letter(task_id: str, request: Request, caller: Admin) -> TaskReplayed:
     """Submit a dead-lettered task again, under a new task id (once), as the

@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 from app import health
 from app.api.auth import OPS
 from app.api.clients import api_clients
+from app.api.responses import ERRORS, KEYED, documented
+from app.schemas import ErrorBody, HealthReport
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=documented())
 async def live() -> dict[str, str]:
     """The process is up and serving; touches no dependency."""
     return {"status": "alive"}
@@ -22,7 +24,12 @@ async def live() -> dict[str, str]:
 
 @router.get(
     "/health",
-    responses={503: {"description": "A dependency is unreachable"}},
+    response_model=HealthReport,
+    responses={
+        **documented(*KEYED),
+        # Unhealthy, or the in-flight limit's busy answer.
+        503: {**ERRORS[503], "model": HealthReport | ErrorBody},
+    },
     dependencies=[Depends(OPS)],
 )
 async def health_check(request: Request) -> JSONResponse:
@@ -45,4 +52,8 @@ async def health_check(request: Request) -> JSONResponse:
     }
     if not healthy:
         body["errors"] = {name: reason for name, reason in reasons.items() if reason}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    if healthy:
+        return JSONResponse(body)
+    # A 503 says when to look again, as every 503 of this API does.
+    retry_after = str(clients.settings.retry_after_seconds)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})

@@ -10,6 +10,8 @@ import httpx
 from tests.expected import HEALTHY
 from tests.integration.helpers import post_like_curl
 
+JSON_TYPE = {"content-type": "application/json"}
+
 
 def test_health_reports_every_service_connected(client: httpx.Client) -> None:
     response = client.get("/health")
@@ -134,3 +136,28 @@ def test_openapi_documents_the_routes(client: httpx.Client) -> None:
         "/health",
     } <= set(paths)
     assert client.get("/docs").status_code == 200
+
+
+def test_undecodable_body_is_a_json_400(client: httpx.Client) -> None:
+    detail = _assert_json_error(
+        client.post("/api/items", content=b'{"name": "\xff"}', headers=JSON_TYPE), 400
+    )
+    assert isinstance(detail, str)
+
+
+def test_unsupported_method_names_every_method_of_the_path(client: httpx.Client) -> None:
+    response = client.request("OPTIONS", "/api/items/0")
+    _assert_json_error(response, 405)
+    assert response.headers["allow"] == "DELETE, GET, HEAD, PATCH"
+    response = client.request("PUT", "/api/items")
+    _assert_json_error(response, 405)
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    # The concrete path, not /api/async/{task_id} (DELETE) that also matches it.
+    response = client.request("OPTIONS", "/api/async/dead")
+    _assert_json_error(response, 405)
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_bad_cursor_is_a_validation_error_list(client: httpx.Client) -> None:
+    [error] = _assert_json_error(client.get("/api/items", params={"cursor": "0" * 23}), 422)
+    assert error["loc"] == ["query", "cursor"]

@@ -180,7 +180,10 @@ def test_non_csv_uploads_are_refused(client: httpx.Client) -> None:
     assert response.status_code == 415, response.text
     response = _upload(client, "id,title\n1,x\n")
     assert response.status_code == 422
-    assert "external_id" in response.json()["detail"]
+    [error] = response.json()["detail"]
+    assert error["type"] == "csv_format"
+    assert error["loc"] == ["body", "file"]
+    assert "external_id" in error["msg"]
     response = _upload(client, "")
     assert response.status_code == 422
     response = client.post("/api/async/import", json={"external_id": "1"})
