@@ -129,7 +129,20 @@ def broker_purged(app_env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def worker(app_env: dict[str, str], workdir: Path, broker_purged: None) -> Iterator[Process]:
+def redis_cleared(app_env: dict[str, str]) -> None:
+    """Start from an empty test database: earlier runs and the benchmark leave task
+    records (and claims, quotas) behind, and a test that scans them would pay for them."""
+    client = redis.Redis.from_url(app_env["APP_REDIS_URL"])
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    app_env: dict[str, str], workdir: Path, broker_purged: None, redis_cleared: None
+) -> Iterator[Process]:
     process = celery_worker(app_env, workdir / "worker.log")
     process.start()
     wait_until(
@@ -143,7 +156,7 @@ def worker(app_env: dict[str, str], workdir: Path, broker_purged: None) -> Itera
 
 
 @pytest.fixture(scope="session")
-def api(app_env: dict[str, str], workdir: Path) -> Iterator[str]:
+def api(app_env: dict[str, str], workdir: Path, redis_cleared: None) -> Iterator[str]:
     port = free_port()
     metrics_dir = workdir / "metrics"  # prometheus multiprocess mode, as under systemd
     metrics_dir.mkdir()
