@@ -16,8 +16,8 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.idempotency import IdempotencyConflict
-from app.metrics import PUBLISH_BUSY
-from app.publisher import BrokerBusy, BrokerUnavailable
+from app.metrics import PUBLISH_BUSY, QUEUE_FULL
+from app.publisher import BrokerBusy, BrokerUnavailable, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,14 @@ async def broker_busy(request: Request, exc: Exception) -> JSONResponse:
     return _unavailable(request, "the task queue is busy; the task was not accepted, try again")
 
 
+async def queue_full(request: Request, exc: Exception) -> JSONResponse:
+    # Backpressure, not an outage: counted, not logged per request (a flood would
+    # flood the log too).
+    QUEUE_FULL.inc()
+    log.debug("queue full on %s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(request, "the task queue is full; the task was not accepted, try again later")
+
+
 async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
     # Shaped like FastAPI's own validation errors, as the 422 schema says.
     error = {
@@ -91,5 +99,6 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(RedisOutOfMemoryError, redis_full)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
     app.add_exception_handler(BrokerBusy, broker_busy)
+    app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(IdempotencyConflict, idempotency_conflict)
     app.add_exception_handler(Exception, unexpected)
