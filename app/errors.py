@@ -71,7 +71,9 @@ async def queue_full(request: Request, exc: Exception) -> JSONResponse:
     # flood the log too).
     QUEUE_FULL.inc()
     log.debug("queue full on %s %s: %s", request.method, request.url.path, exc)
-    return _unavailable(request, "the task queue is full; the task was not accepted, try again later")
+    return _unavailable(
+        request, "the task queue is full; the task was not accepted, try again later"
+    )
 
 
 async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
