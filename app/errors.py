@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from app.idempotency import IdempotencyConflict
-from app.metrics import PUBLISH_BUSY
-from app.publisher import BrokerBusy, BrokerUnavailable
+from app.metrics import PUBLISH_BUSY, QUEUE_FULL
+from app.publisher import BrokerBusy, BrokerUnavailable, QueueFull
 from app.quotas import QuotaExceeded
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,16 @@ async def broker_busy(request: Request, exc: Exception) -> JSONResponse:
     PUBLISH_BUSY.inc()
     log.debug("broker busy on %s %s: %s", request.method, request.url.path, exc)
     return _unavailable(request, "the task queue is busy; the task was not accepted, try again")
+
+
+async def queue_full(request: Request, exc: Exception) -> JSONResponse:
+    # Backpressure, not an outage: counted, not logged per request (a flood would
+    # flood the log too).
+    QUEUE_FULL.inc()
+    log.debug("queue full on %s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(
+        request, "the task queue is full; the task was not accepted, try again later"
+    )
 
 
 async def idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
@@ -124,6 +134,7 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(RedisOutOfMemoryError, redis_full)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)
     app.add_exception_handler(BrokerBusy, broker_busy)
+    app.add_exception_handler(QueueFull, queue_full)
     app.add_exception_handler(IdempotencyConflict, idempotency_conflict)
     app.add_exception_handler(QuotaExceeded, over_quota)
 

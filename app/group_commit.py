@@ -8,9 +8,12 @@ messages go out together, their confirms awaited together.
 
 Each submit still gets its own answer, and a 202 keeps its meaning: the task's
 record exists and RabbitMQ confirmed the task's message. A submit whose
-message RabbitMQ refused or never took loses its record (and its key's
-claim), so nothing is left that no worker will ever run; one that was only
-slow to confirm (BrokerBusy) keeps them, since its message may still run.
+message RabbitMQ refused (QueueFull: its queue is at its length limit) or
+never took (BrokerUnavailable) loses its record (and its key's claim) before
+it is answered, so nothing is left that no worker will ever run; one that was
+only slow to confirm (BrokerBusy) keeps them, since its message may still
+run. Each message of a batch is confirmed or refused on its own: the others
+of a batch in which some were refused are still answered 202.
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ class GroupCommit:
         """Record the task as PENDING for `owner` and publish it, with the
         submits around it; `cost` counts against the owner's quotas.
 
-        Raises BrokerUnavailable or BrokerBusy (publish), IdempotencyConflict,
-        QuotaExceeded, or a RedisError (status store).
+        Raises BrokerUnavailable, BrokerBusy or QueueFull (publish),
+        IdempotencyConflict, QuotaExceeded, or a RedisError (status store).
         """
         task_id = task_id or str(uuid.uuid4())
         claim = None if idempotency_key is None else (idempotency_key, fingerprint(name, args))

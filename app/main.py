@@ -19,6 +19,7 @@ from app.access import Authenticator, KeyCache
 from app.api import async_tasks, auth, health, items
 from app.api.clients import ApiClients
 from app.group_commit import GroupCommit
+from app.health import SharedProbe, dependency_check
 from app.items import ItemRepository
 from app.keys import API_KEYS, KeyStore
 from app.overload import InFlightLimit
@@ -77,6 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publisher=publisher,
             submits=submits,
             items=ItemRepository(database[db.ITEMS]),
+            health=SharedProbe(
+                dependency_check(mongo, redis_client, publisher, settings.health_timeout_seconds),
+                settings.health_cache_seconds,
+            ),
         )
         indexes = asyncio.create_task(_ensure_indexes(database))
         try:

@@ -47,6 +47,10 @@ IDEMPOTENT_REPLAYS = Counter(
 PUBLISH_BUSY = Counter(
     "queuesvc_publish_busy_total", "Submits refused because RabbitMQ confirmed too slowly (load)"
 )
+QUEUE_FULL = Counter(
+    "queuesvc_queue_full_total",
+    "Submits refused because their task queue was at its length limit (RabbitMQ nacked them)",
+)
 
 
 def render() -> tuple[bytes, str]:

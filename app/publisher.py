@@ -18,7 +18,11 @@ A publish that runs out of that time while the connection is up is load
 (BrokerBusy): the connection is kept, since dropping it would fail every
 other publish in flight. A broker that is gone shows as a closed connection
 (a socket error, or missed AMQP heartbeats), and only that is
-BrokerUnavailable.
+BrokerUnavailable. A message RabbitMQ refuses (a nack: its queue is at the
+length limit the rabbitmq role sets) is QueueFull.
+
+`ping` is /health's probe of RabbitMQ: a round trip on this same connection
+(connecting, and so logging in, when it is down), never a new one per call.
 
 The status records and the batching of submits are app.group_commit's.
 """
@@ -55,6 +59,11 @@ class BrokerUnavailable(Exception):
 
 class BrokerBusy(Exception):
     """RabbitMQ is up, but did not take the task in time: load, not an outage."""
+
+
+class QueueFull(Exception):
+    """RabbitMQ refused the task (a nack): its queue is at its length limit
+    (the max-length policy with reject-publish overflow, set by the rabbitmq role)."""
 
 
 class MessageTemplate:
@@ -198,8 +207,9 @@ class TaskPublisher:
                 await self._redeclare()
                 continue
             except aio_pika.exceptions.DeliveryError as exc:
-                # Nacked: RabbitMQ refused to take it; the same message would be again.
-                raise BrokerUnavailable(f"RabbitMQ refused the message: {exc}") from None
+                # Nacked: the queue is at its length limit (reject-publish), or, rarely,
+                # an internal error of the queue; a retry now would be refused too.
+                raise QueueFull(f"RabbitMQ refused the message: {exc}") from None
             except (
                 OSError,
                 aio_pika.exceptions.AMQPException,
@@ -210,6 +220,16 @@ class TaskPublisher:
                 continue
             return
         raise BrokerUnavailable(f"{last_error.__class__.__name__}: {last_error}")
+
+    async def ping(self) -> None:
+        """A round trip to RabbitMQ on the publisher's connection: connects (a login
+        with the credentials and vhost) when it is down, then declares the task
+        exchange passively. Raises what connecting or the round trip raised."""
+        exchange = await self._ready_exchange()
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise aio_pika.exceptions.ChannelInvalidStateError("the channel closed")
+        await channel.get_exchange(exchange.name, ensure=True)
 
     async def _ready_exchange(self) -> AbstractExchange:
         if self._exchange is not None and self._channel is not None and not self._channel.is_closed:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Request handling.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     health_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    # GET /health probes at most once per this many seconds per process; callers
+    # in between share the last answer (0: every call probes, still one at a time).
+    health_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # Requests one process runs at once; above it, a 503 at once (app.overload).
     # At most redis_max_connections, so a request never waits for the pool.
     max_in_flight: int = Field(default=64, ge=1, le=10_000)

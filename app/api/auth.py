@@ -12,13 +12,13 @@ caller from APP_OPS_NETWORKS without a key, anyone else only with an
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from app.access import AUTH_FAILURES, Authenticator, Caller, Refused, require
+from app.access import Authenticator, Caller, Refused, require
 from app.keys import Scope
 
 SCHEME = "ApiKey"
@@ -65,6 +65,9 @@ class OpsAccess(HTTPBearer):
         require(caller, Scope.ADMIN)
 
 
+# In the schema: a key, or none at all (from the operators' networks). FastAPI
+# appends this alternative to the key it derives from OPS.
+OPS_SECURITY: dict[str, Any] = {"security": [{}]}
 NEEDS = {scope: KeyWithScope(scope) for scope in Scope}
 OPS = OpsAccess()
 Submitter = Annotated[Caller, Depends(NEEDS[Scope.TASKS_SUBMIT])]
@@ -82,6 +85,3 @@ async def refused(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Refused, refused)
-
-
-__all__ = ["AUTH_FAILURES", "NEEDS", "OPS", "Admin", "ItemReader", "ItemWriter", "Submitter"]

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.group_commit import GroupCommit
+from app.health import SharedProbe
 from app.items import ItemRepository
 from app.publisher import TaskPublisher
 from app.settings import Settings
@@ -29,6 +30,7 @@ class ApiClients:
     publisher: TaskPublisher
     submits: GroupCommit
     items: ItemRepository
+    health: SharedProbe
 
 
 def api_clients(request: Request) -> ApiClients:

@@ -7,8 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app import health
-from app.api.auth import OPS
+from app.api.auth import OPS, OPS_SECURITY
 from app.api.clients import api_clients
 from app.api.responses import ERRORS, KEYED, documented
 from app.schemas import ErrorBody, HealthReport
@@ -31,17 +30,13 @@ async def live() -> dict[str, str]:
         503: {**ERRORS[503], "model": HealthReport | ErrorBody},
     },
     dependencies=[Depends(OPS)],
+    openapi_extra=OPS_SECURITY,
 )
 async def health_check(request: Request) -> JSONResponse:
-    """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS."""
+    """Each dependency probed concurrently, each bounded by APP_HEALTH_TIMEOUT_SECONDS;
+    at most one probe per APP_HEALTH_CACHE_SECONDS per process (app.health)."""
     clients = api_clients(request)
-    timeout = clients.settings.health_timeout_seconds
-    reasons = await health.check_all(
-        health.ping_mongodb(clients.mongo),
-        health.ping_redis(clients.redis),
-        health.ping_rabbitmq(clients.settings.broker_url.get_secret_value(), timeout),
-        timeout,
-    )
+    reasons = await clients.health.get()
     healthy = all(reason is None for reason in reasons.values())
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
@@ -51,6 +46,8 @@ async def health_check(request: Request) -> JSONResponse:
         },
     }
     if not healthy:
+        # A category only ("unreachable", "timed out", "login refused"): the
+        # reason, with addresses, is in the log.
         body["errors"] = {name: reason for name, reason in reasons.items() if reason}
     if healthy:
         return JSONResponse(body)
