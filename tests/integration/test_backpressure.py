@@ -25,8 +25,8 @@ import redis
 from celery import Celery
 
 from app.celery_app import DEFAULT_QUEUE
-from app.status import IDEMPOTENCY_PREFIX, KEY_PREFIX
-from tests.integration.services import Process, wait_until
+from app.status import KEY_PREFIX, claim_key
+from tests.integration.services import Process, bearer, wait_until
 
 CAP = 5
 SUBMITS = CAP + 6
@@ -106,7 +106,10 @@ def capped_queue(
 
 
 def test_a_full_queue_refuses_the_excess_and_keeps_what_it_accepted(
-    api: str, capped_queue: dict[str, Any], redis_client: redis.Redis
+    api: str,
+    capped_queue: dict[str, Any],
+    redis_client: redis.Redis,
+    api_keys: dict[str, dict[str, Any]],
 ) -> None:
     url = capped_queue["url"]
     records_before = _records(redis_client)
@@ -114,7 +117,8 @@ def test_a_full_queue_refuses_the_excess_and_keeps_what_it_accepted(
     refused: list[httpx.Response] = []
     refused_keys: list[str] = []
     depths: list[int] = []
-    with httpx.Client(base_url=api, timeout=15) as http:
+    user = api_keys["user"]
+    with httpx.Client(base_url=api, timeout=15, headers=bearer(user)) as http:
         for n in range(SUBMITS):
             key = f"backpressure-{uuid.uuid4().hex}"
             started = time.monotonic()
@@ -148,7 +152,7 @@ def test_a_full_queue_refuses_the_excess_and_keeps_what_it_accepted(
     # Nothing of a refused submit is left: no status record, no key claim.
     assert _records(redis_client) - records_before == len(accepted)
     for key in refused_keys:
-        assert not redis_client.exists(IDEMPOTENCY_PREFIX + key)
+        assert not redis_client.exists(claim_key(user["owner"], key))
     counted = re.search(r"^queuesvc_queue_full_total (\S+)$", metrics, re.MULTILINE)
     assert counted, "queuesvc_queue_full_total missing from /metrics"
     assert float(counted.group(1)) >= len(refused)

@@ -22,8 +22,11 @@ RATE, BURST, IN_FLIGHT_COST = 0.2, 5, 15_000
 @pytest.fixture(scope="module")
 def tight_api(app_env: dict[str, str], workdir: Path, worker: Any) -> Iterator[str]:
     """A second API with small quotas (the session's API has them out of the way)."""
+    metrics_dir = workdir / "metrics-quotas"  # every process's counters on /metrics
+    metrics_dir.mkdir()
     env = {
         **app_env,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "APP_QUOTA_SUBMIT_RATE": str(RATE),
         "APP_QUOTA_SUBMIT_BURST": str(BURST),
         "APP_QUOTA_IN_FLIGHT_COST": str(IN_FLIGHT_COST),

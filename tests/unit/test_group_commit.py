@@ -53,10 +53,12 @@ async def test_a_full_queue_refuses_its_submits_and_keeps_the_rest_of_the_batch(
     publisher = FakePublisher({"t1": QueueFull("nack"), "t3": BrokerBusy("slow")})
     answers: list[asyncio.Future[Accepted]] = []
     status = FakeStatus(answers)
-    commit = GroupCommit(status, publisher, max_batch=4, linger_seconds=1)  # type: ignore[arg-type]
+    commit = GroupCommit(status, publisher, max_batch=4, linger_seconds=1, retry_after_seconds=2)  # type: ignore[arg-type]
     for n in range(4):
         answers.append(
-            asyncio.ensure_future(commit.submit(TASK, total=1, args=["x", 1], task_id=f"t{n}"))
+            asyncio.ensure_future(
+                commit.submit(TASK, owner="acme", cost=1, total=1, args=["x", 1], task_id=f"t{n}")
+            )
         )
     outcomes = await asyncio.gather(*answers, return_exceptions=True)
 
@@ -76,8 +78,8 @@ async def test_a_full_queue_refuses_its_submits_and_keeps_the_rest_of_the_batch(
 async def test_a_submit_refused_as_full_is_not_retried() -> None:
     publisher = FakePublisher({"t0": QueueFull("nack")})
     status = FakeStatus([])
-    commit = GroupCommit(status, publisher, max_batch=1, linger_seconds=0)  # type: ignore[arg-type]
+    commit = GroupCommit(status, publisher, max_batch=1, linger_seconds=0, retry_after_seconds=2)  # type: ignore[arg-type]
     with pytest.raises(QueueFull):
-        await commit.submit(TASK, total=1, args=["x", 1], task_id="t0")
+        await commit.submit(TASK, owner="acme", cost=1, total=1, args=["x", 1], task_id="t0")
     assert status.discarded == ["t0"]
     await commit.close()
