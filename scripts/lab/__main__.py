@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import box, ci, demo, guard, host, lab, molecule, services, wheelhouse
+from . import box, ci, config, demo, guard, host, lab, molecule, services, wheelhouse
 from .sh import LabError, log
 
 
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     guard_cmd = commands.add_parser("guard", help="the nftables network guard")
     guard_cmd.add_argument("action", choices=["apply", "check", "remove", "print"])
+    commands.add_parser(
+        "api-key", help="print one of the lab's API keys (made when the lab is provisioned)"
+    ).add_argument("name", choices=config.LAB_KEY_NAMES)
     mol = commands.add_parser("molecule", help="molecule COMMAND for the roles' scenarios")
     mol.add_argument("-r", "--role", action="append", default=[], help="a role (repeatable)")
     mol.add_argument("-s", "--scenario", help="only this scenario")
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                     guard.apply()
                 else:
                     guard.remove()
+            case "api-key":
+                print(config.lab_api_key(args.name))
             case "wheelhouse":
                 wheelhouse.main(args.python_version, args.arch, args.label)
             case "molecule":

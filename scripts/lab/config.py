@@ -21,6 +21,24 @@ LAB_BRIDGE = f"{SLUG}0"
 LAB_SUBNET = "192.168.56.0/24"
 LAB_HOST_ADDR = "192.168.56.1/24"
 LB_URL = os.environ.get("LAB_LB_URL", "https://192.168.56.10")
+# The lab's generated secrets (inventories/vagrant/group_vars/all.yml), its
+# API keys among them: qsk_<id>_<secret>, from two files each.
+LAB_SECRETS = ROOT / ".vagrant/queuesvc-secrets"
+LAB_KEY_NAMES = ("demo", "admin")
+
+
+def lab_api_key(name: str) -> str:
+    """The lab's API key `name` (demo: a tenant's every scope but admin; admin)."""
+    parts = [LAB_SECRETS / f"api_key_{name}_{part}" for part in ("id", "secret")]
+    missing = [str(path) for path in parts if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no lab API key {name!r} yet ({', '.join(missing)}): bring the lab up"
+        )
+    key_id, secret = (path.read_text().split()[0] for path in parts)
+    return f"qsk_{key_id}_{secret}"
+
+
 # LXC's own NAT bridge (lxc-net defaults): the lab hosts' eth0, DHCP and DNS.
 LXC_BRIDGE = "lxcbr0"
 LXC_SUBNET = "10.0.3.0/24"

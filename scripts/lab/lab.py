@@ -23,6 +23,9 @@ def lab_pytest(*paths: str, extra_env: dict[str, str] | None = None) -> None:
         "QUEUESVC_E2E_VERIFY": "no",  # lb1's certificate is self-signed in the lab
         "QUEUESVC_E2E_INVENTORY": str(config.ROOT / "inventories/vagrant"),
         "QUEUESVC_ANSIBLE_BIN": str(config.TOOLS_VENV / "bin"),
+        # Read now: the keys exist once the lab is provisioned.
+        "QUEUESVC_E2E_KEY": lab_key_if_any("demo"),
+        "QUEUESVC_E2E_ADMIN_KEY": lab_key_if_any("admin"),
         **site_tags_env(),
         **(extra_env or {}),
     }
@@ -31,6 +34,13 @@ def lab_pytest(*paths: str, extra_env: dict[str, str] | None = None) -> None:
         env=env,
         cwd=config.ROOT,
     )
+
+
+def lab_key_if_any(name: str) -> str:
+    try:
+        return config.lab_api_key(name)
+    except FileNotFoundError:
+        return ""
 
 
 def vagrant_up() -> None:
