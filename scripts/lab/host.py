@@ -124,6 +124,15 @@ def _lxc_net() -> str:
     return found[0] if found else die("lxc-net not found")
 
 
+def _lxc_dnsmasq_running() -> bool:
+    pid_file = Path("/run/lxc/dnsmasq.pid")
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return Path(f"/proc/{pid}/comm").exists() and "dnsmasq" in Path(f"/proc/{pid}/comm").read_text()
+
+
 def _lxc_network(changed: bool) -> None:
     """lxc-net with a dnsmasq that knows only the mirror's names (no upstream DNS)."""
     lines = [
@@ -141,7 +150,11 @@ def _lxc_network(changed: bool) -> None:
         LXC_DEFAULT.write_text(default + block)
         changed = True
     up = Path("/run/lxc/network_up")
-    if up.exists() and changed and not lab_hosts_running():
+    if up.exists() and not _lxc_dnsmasq_running():
+        # A /run kept from another boot (a copied machine) says "up" with no dnsmasq.
+        log("lxc-net restart (its dnsmasq is not running)")
+        subprocess.run([_lxc_net(), "stop", "force"], capture_output=True, check=False)
+    elif up.exists() and changed and not lab_hosts_running():
         log("lxc-net restart (dnsmasq settings changed)")
         subprocess.run([_lxc_net(), "stop", "force"], capture_output=True, check=False)
     if not up.exists():

@@ -5,6 +5,8 @@ Settings from the environment:
   QUEUESVC_E2E_VERIFY     CA bundle for its certificate, or "no" (lab's self-signed)
   QUEUESVC_E2E_INVENTORY  the lab's Ansible inventory (for stopping a unit, deploying)
   QUEUESVC_ANSIBLE_BIN    directory with ansible and ansible-playbook
+  QUEUESVC_E2E_KEY        an API key of one tenant, every scope but admin (the lab's "demo")
+  QUEUESVC_E2E_ADMIN_KEY  an admin API key (the lab's "admin")
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ def lab() -> dict[str, str]:
         pytest.skip(
             "no deployed lab: QUEUESVC_E2E_URL is not set (python3 -m scripts.lab runs these)"
         )
+    keys = {
+        name: os.environ.get(f"QUEUESVC_E2E_{name.upper()}", "") for name in ("key", "admin_key")
+    }
+    missing = [f"QUEUESVC_E2E_{name.upper()}" for name, value in keys.items() if not value]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not set: the lab's API keys (python3 -m scripts.lab api-key)"
+        )
     return {
+        **keys,
         "url": url.rstrip("/"),
         "verify": os.environ.get("QUEUESVC_E2E_VERIFY", "yes"),
         "inventory": os.environ.get("QUEUESVC_E2E_INVENTORY", str(REPO / "inventories/vagrant")),
@@ -41,9 +52,24 @@ def _verify(lab: dict[str, str]) -> bool | str:
     return False if lab["verify"] == "no" else (True if lab["verify"] == "yes" else lab["verify"])
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
 def client(lab: dict[str, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=lab["url"], verify=_verify(lab), timeout=15) as http:
+    """The tenant's client (the lab's demo key)."""
+    with httpx.Client(
+        base_url=lab["url"], verify=_verify(lab), timeout=15, headers=bearer(lab["key"])
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def admin_client(lab: dict[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=lab["url"], verify=_verify(lab), timeout=15, headers=bearer(lab["admin_key"])
+    ) as http:
         yield http
 
 
