@@ -26,13 +26,19 @@ from .sh import die, log, project_venv
 
 LOCAL_API = "http://127.0.0.1:8000"
 LOCAL_STATE = Path(os.environ.get("QUEUESVC_DEMO_STATE", str(config.DEV_STATE / "demo")))
+LOCAL_KEY = LOCAL_STATE / "api-key"
 FINAL = ("SUCCESS", "FAILURE", "REVOKED")
 
 
-def _request(base: str, method: str, path: str, body: Any = None, insecure: bool = False) -> Any:
+def _request(
+    base: str, method: str, path: str, key: str, body: Any = None, insecure: bool = False
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(  # noqa: S310 - the demo's own http(s) URL
-        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        base + path, data=data, method=method, headers=headers
     )
     context = ssl._create_unverified_context() if insecure else None  # noqa: S323
     try:
@@ -42,31 +48,38 @@ def _request(base: str, method: str, path: str, body: Any = None, insecure: bool
         return json.loads(error.read() or b"{}")
 
 
-def smoke(base: str, insecure: bool = False) -> None:
-    """The tutorial's requests: health, create an item, a task run to SUCCESS."""
+def smoke(base: str, key: str, admin_key: str = "", insecure: bool = False) -> None:
+    """The tutorial's requests, with an API key: health (with `admin_key`, as
+    /health asks of a caller outside the operators' networks; none from
+    them), create an item, a task run to SUCCESS."""
     flag = " -k" if insecure else ""
-    print(f"\n== curl{flag} {base}/health")
-    health = _request(base, "GET", "/health", insecure=insecure)
+    auth = ' -H "Authorization: Bearer $KEY"'
+    admin_auth = ' -H "Authorization: Bearer $ADMIN_KEY"' if admin_key else ""
+    print(f"\n== curl{flag}{admin_auth} {base}/health")
+    health = _request(base, "GET", "/health", admin_key, insecure=insecure)
     print(json.dumps(health))
     if health.get("status") != "healthy":
         die("smoke check failed: not healthy")
-    print(f'\n== curl{flag} -X POST {base}/api/items -d \'{{"name": "Test Item"}}\'')
-    print(json.dumps(_request(base, "POST", "/api/items", {"name": "Test Item"}, insecure)))
+    print(f'\n== curl{flag}{auth} -X POST {base}/api/items -d \'{{"name": "Test Item"}}\'')
+    print(json.dumps(_request(base, "POST", "/api/items", key, {"name": "Test Item"}, insecure)))
     body = {"data": "heavy task", "iterations": 100}
-    print(f"\n== curl{flag} -X POST {base}/api/async/process -d '{json.dumps(body)}'")
-    submitted = _request(base, "POST", "/api/async/process", body, insecure)
+    print(f"\n== curl{flag}{auth} -X POST {base}/api/async/process -d '{json.dumps(body)}'")
+    submitted = _request(base, "POST", "/api/async/process", key, body, insecure)
     print(json.dumps(submitted))
     task_id = submitted.get("task_id") or die("smoke check failed: no task_id")
-    print(f"\n== curl{flag} {base}/api/async/status/{task_id} (until it finishes)")
+    print(f"\n== curl{flag}{auth} {base}/api/async/status/{task_id} (until it finishes)")
     status: dict[str, Any] = {}
     for _ in range(150):
-        status = _request(base, "GET", f"/api/async/status/{task_id}", insecure=insecure)
+        status = _request(base, "GET", f"/api/async/status/{task_id}", key, insecure=insecure)
         if status.get("status") in FINAL:
             break
         time.sleep(0.2)
     print(json.dumps(status)[:300])
     if status.get("status") != "SUCCESS":
         die("smoke check failed: the task did not succeed")
+    # Without a key: refused.
+    refused = _request(base, "GET", "/api/items", "", insecure=insecure)
+    print(f"\n== curl{flag} {base}/api/items (no key)\n{json.dumps(refused)}")
 
 
 def lab() -> None:
@@ -74,10 +87,13 @@ def lab() -> None:
 
     project_venv()  # the controller builds the app's wheelhouse with it
     lab_steps.up()
-    smoke(config.LB_URL, insecure=True)  # the lab's certificate is self-signed on lb1
+    key, admin_key = config.lab_api_key("demo"), config.lab_api_key("admin")
+    print("\n== the lab's API keys: KEY=$(python3 -m scripts.lab api-key demo)")
+    print("   ADMIN_KEY=$(python3 -m scripts.lab api-key admin)")
+    smoke(config.LB_URL, key, admin_key, insecure=True)  # lb1's certificate is self-signed
     print(
-        f"\n== the lab is up: {config.LB_URL} (API docs at {config.LB_URL}/docs); "
-        "stop it with: bash scripts/demo.sh stop"
+        f"\n== the lab is up: {config.LB_URL} (API docs at {config.LB_URL}/docs, "
+        "with the admin key); stop it with: bash scripts/demo.sh stop"
     )
 
 
@@ -169,6 +185,8 @@ def local() -> None:
         "APP_BIND": "127.0.0.1:8000",
         "APP_WORKERS": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        # This machine is the operator: /health, /metrics and /docs without a key.
+        "APP_OPS_NETWORKS": "127.0.0.1",
     }
     print("\n== MongoDB emulator (mongoeco: a stand-in, not MongoDB), worker, API")
     _start(
@@ -216,8 +234,38 @@ def local() -> None:
         tail = (LOCAL_STATE / "api.log").read_text().splitlines()[-20:]
         print("\n".join(tail))
         die(f"the API did not start; its log: {LOCAL_STATE / 'api.log'}")
-    smoke(LOCAL_API)
+    key = _local_key(venv, env)
+    print(f"\n== the demo's API key (tenant demo): KEY=$(cat {LOCAL_KEY})")
+    smoke(LOCAL_API, key)  # /health from loopback, an operators' network here
     log(
         f"up: API {LOCAL_API} (docs at {LOCAL_API}/docs); logs in {LOCAL_STATE}; "
         "stop with: bash scripts/demo.sh local-stop"
     )
+
+
+def _local_key(venv: Path, env: dict[str, str]) -> str:
+    """The local demo's key: made once with the `keys` command and kept in
+    LOCAL_KEY (0600); seeded again on later runs, in case the data went."""
+    keys = [str(venv / "bin/python"), "-m", "app", "keys"]
+    tenant = ["--owner", "demo", "--scopes", "tasks:submit,tasks:read,items:read,items:write"]
+    if LOCAL_KEY.exists():
+        key = LOCAL_KEY.read_text().strip()
+        subprocess.run(
+            [*keys, "seed", "--name", "demo", *tenant],
+            input=key + "\n",
+            env=env,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+        return key
+    made = subprocess.run(
+        [*keys, "create", "--name", "demo", *tenant, "--json"],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    key = str(json.loads(made.stdout)["key"])
+    services._private(LOCAL_KEY, key + "\n")
+    return key

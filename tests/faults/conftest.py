@@ -80,7 +80,13 @@ def lab() -> Lab:
             pytest.fail(reason + " (CI=true with QUEUESVC_E2E_URL set: not skipped)")
         pytest.skip(reason)
     settings = {"verify": os.environ.get("QUEUESVC_E2E_VERIFY", "yes")}
+    keys = {
+        name: os.environ.get(f"QUEUESVC_E2E_{name.upper()}", "") for name in ("key", "admin_key")
+    }
+    if not all(keys.values()):
+        pytest.fail("QUEUESVC_E2E_KEY and QUEUESVC_E2E_ADMIN_KEY: the lab's API keys are not set")
     return Lab(
+        **keys,
         url=url.rstrip("/"),
         verify=_verify(settings),
         inventory=os.environ.get("QUEUESVC_E2E_INVENTORY", str(REPO / "inventories/vagrant")),
@@ -109,6 +115,7 @@ def drill(lab: Lab) -> Iterator[Lab]:
         try:
             lab.restore_all()
             lab.wait_healthy(180)
+            lab.introduce_key()
             yield lab
             lab.restore_all()
             lab.wait_healthy(180)

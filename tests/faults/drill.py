@@ -74,9 +74,19 @@ class Lab:
     verify: bool | str
     inventory: str
     ansible_bin: str
+    key: str  # a tenant's API key: the load's requests
+    admin_key: str  # /health through lb1
 
-    def client(self, timeout: float = 15) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.verify, timeout=timeout)
+    def client(self, timeout: float = 15, admin: bool = False) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            verify=self.verify,
+            timeout=timeout,
+            headers=self.headers(admin),
+        )
+
+    def headers(self, admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key if admin else self.key}"}
 
     # --- commands in the containers --------------------------------------------------
 
@@ -242,12 +252,36 @@ class Lab:
                     self.systemctl(host, "start", unit)
 
     def health(self) -> tuple[int, Any]:
-        with self.client(timeout=10) as http:
+        with self.client(timeout=10, admin=True) as http:
             response = http.get("/health")
             try:
                 return response.status_code, response.json()
             except ValueError:
                 return response.status_code, response.text
+
+    def introduce_key(self, requests: int = 60, at_once: int = 20) -> None:
+        """Every API process checks the tenant's key once before a fault: a
+        process keeps a key it has checked while MongoDB is away, but one that
+        has never seen it must ask MongoDB (README, Access). Concurrent, so
+        lb1 opens connections to every API process, not one kept-alive each."""
+
+        async def send() -> None:
+            limits = httpx.Limits(max_connections=at_once)
+            async with httpx.AsyncClient(
+                base_url=self.url,
+                verify=self.verify,
+                timeout=15,
+                headers=self.headers(),
+                limits=limits,
+            ) as http:
+                answers = await asyncio.gather(
+                    *(http.get("/api/items?limit=1") for _ in range(requests))
+                )
+            refused = [r.status_code for r in answers if r.status_code != 200]
+            if refused:
+                raise LabError(f"the tenant's key was refused before the drill: {refused}")
+
+        asyncio.run(send())
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -398,7 +432,11 @@ class Load:
     async def _main(self) -> None:
         limits = httpx.Limits(max_connections=128, max_keepalive_connections=32)
         async with httpx.AsyncClient(
-            base_url=self.lab.url, verify=self.lab.verify, timeout=10, limits=limits
+            base_url=self.lab.url,
+            verify=self.lab.verify,
+            timeout=10,
+            limits=limits,
+            headers=self.lab.headers(),
         ) as http:
             await asyncio.gather(*(self._stream(http, stream) for stream in self.streams))
 
@@ -631,7 +669,9 @@ async def _settle(lab: Lab, ids: list[str], seconds: float) -> Ledger:
     started = time.monotonic()
     deadline = started + seconds
     gate = asyncio.Semaphore(12)
-    async with httpx.AsyncClient(base_url=lab.url, verify=lab.verify, timeout=15) as http:
+    async with httpx.AsyncClient(
+        base_url=lab.url, verify=lab.verify, timeout=15, headers=lab.headers()
+    ) as http:
 
         async def get(path: str) -> dict[str, Any]:
             async with gate:
