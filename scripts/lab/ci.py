@@ -7,12 +7,15 @@ next stages still mean something:
   unit-integration            pytest tests/unit tests/integration (real services)
   bench-local                 bench/run.py on loopback: ours, the peer, hello-world,
                               worker throughput (figures for the log, no verdict)
-  then the lab (unless QUEUESVC_SKIP_LAB=1):
+  in the background from the start (unless QUEUESVC_SKIP_LAB=1):
   prepare-host, tools, box    network guard first, controller tools, images
-  molecule                    every role's scenarios, three at a time
+  molecule                    then every role's scenarios, three at a time
+  then the lab, once the box is ready:
   guard-refuses-up            without the guard, `vagrant up` starts nothing;
                               from here a watcher checks the guard every 2 s
-  vagrant-up, lab-checks, site-idempotent, data-checks, e2e, faults, bench-lb
+  vagrant-up, lab-checks, site-idempotent, data-checks, e2e
+  molecule-wait               the drills and benchmarks have the machine alone
+  faults, bench-lb
   vagrant-destroy, guard-watch, teardown, host-clean   always, also after a failure
 At the end: a table of every stage with its result and time, and
 "N passed, N failed".
@@ -178,21 +181,45 @@ def main() -> int:
     started = time.monotonic()
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     ci = Run()
-    # The host's preparation and the images (apt, debootstrap: mostly waiting
-    # on the network and the disk) go on while the service's stages run.
-    lab_ready: list[bool] = []
-    preparing = threading.Thread(target=lambda: lab_ready.append(prepare_lab(ci)))
+    background = Background(ci, molecule_roles())
     if not os.environ.get("QUEUESVC_SKIP_LAB"):
-        preparing.start()
+        background.start()
     ci.stage("services", services.start)
     ci.stage("python-env", lambda: (project_venv(), tools_venv()))
+    background.tools_ready.set()
     ci.stage("lint", lint)
     ci.stage("unit-integration", service_tests)
     ci.stage("bench-local", bench_local)
-    if preparing.is_alive() or lab_ready:
-        preparing.join()
-        lab_part(ci, lab_ready == [True])
+    if background.is_alive() or background.ready.is_set():
+        lab_part(ci, background)
     return 0 if ci.report(time.monotonic() - started) else 1
+
+
+class Background(threading.Thread):
+    """The host's preparation and the images (mostly waiting on the network
+    and the disk), then the roles' molecule scenarios (mostly waiting on apt
+    and systemd): they run while the service's stages and the lab's first
+    stages do. `ready` is set once the lab can start (`lab_ready` says whether
+    it may); the drills and benchmarks that measure time wait for the end."""
+
+    def __init__(self, ci: Run, roles: list[str] | None) -> None:
+        super().__init__(daemon=True)
+        self.ci = ci
+        self.roles = roles
+        self.ready = threading.Event()
+        self.lab_ready = False
+        self.tools_ready = threading.Event()  # molecule runs from the tools' venv
+
+    def run(self) -> None:
+        try:
+            self.lab_ready = prepare_lab(self.ci)
+        finally:
+            self.ready.set()
+        if self.lab_ready and self.roles is not None:
+            self.tools_ready.wait()
+            roles = self.roles
+            jobs = int(os.environ.get("QUEUESVC_MOLECULE_JOBS", "3"))
+            self.ci.stage("molecule", lambda: molecule.run(roles, jobs=jobs))
 
 
 def prepare_lab(ci: Run) -> bool:
@@ -206,14 +233,12 @@ def prepare_lab(ci: Run) -> bool:
     )
 
 
-def lab_part(ci: Run, ready: bool) -> None:
-    roles = molecule_roles()
+def lab_part(ci: Run, background: Background) -> None:
+    background.ready.wait()
+    roles = background.roles
     watch = GuardWatch()
     try:
-        if ready and roles is not None:
-            jobs = int(os.environ.get("QUEUESVC_MOLECULE_JOBS", "3"))
-            ci.stage("molecule", lambda: molecule.run(roles, jobs=jobs))
-        if not ready:
+        if not background.lab_ready:
             return
         watch.start()
         if not ci.stage("guard-refuses-up", lab.guard_refuses_up):
@@ -230,12 +255,17 @@ def lab_part(ci: Run, ready: bool) -> None:
         if lab.lab_tiers() == "all":
             ci.stage("data-checks", lambda: lab.lab_pytest("tests/lab/test_data_tier.py"))
             ci.stage("e2e", lambda: lab.lab_pytest("tests/e2e"))
+            # What measures time (recovery within seconds, latencies) has the
+            # machine to itself: molecule ends first.
+            ci.stage("molecule-wait", background.join)
             ci.stage("faults", lambda: lab.lab_pytest("tests/faults"))
             ci.stage("bench-lb", bench_through_lb1)
     finally:
         ci.stage("vagrant-destroy", lab.vagrant_destroy)
         if watch.is_alive():
             ci.stage("guard-watch", lambda: ci.notes.append(f"guard watch: {watch.verdict()}"))
+        # The teardown takes the molecule network and the guard away: molecule ends first.
+        background.join()
         ci.stage("teardown", host.teardown)
         ran = [] if roles is None else molecule.scenarios(roles, None, "test")
         own = molecule.container_names(ran)

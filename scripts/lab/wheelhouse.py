@@ -10,6 +10,7 @@ code as a new release, e.g. to rehearse a rolling deploy).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -56,16 +57,28 @@ def build(python_version: str, arch: str = "x86_64", label: str = "") -> dict[st
     out_root = Path(os.environ.get("QUEUESVC_BUILD_DIR", config.ROOT / ".build")) / "wheelhouse"
     directory = out_root / f"py{python_version}-{release}"
     archive = directory.with_name(directory.name + ".tar.gz")
+    out_root.mkdir(parents=True, exist_ok=True)
+    # One build at a time: CI's molecule scenario and the lab may ask at once,
+    # and `pip wheel .` builds in the source tree.
+    with (out_root / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = _build_unless_cached(directory, archive, version[1], release, python_version, arch)
+    return {"version": version[1], "release": release, "archive": str(archive), "built": built}
+
+
+def _build_unless_cached(
+    directory: Path, archive: Path, version: str, release: str, python_version: str, arch: str
+) -> bool:
+    out_root = directory.parent
     built = False
     if not (archive.exists() and archive.stat().st_size):
         python = config.VENV / "bin/python"
         pip = [str(python if python.exists() else sys.executable), "-m", "pip", "-q"]
-        out_root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_root, prefix=".tmp.") as tmp:
             wheels = Path(tmp) / "wheelhouse"
             run([*pip, "wheel", "--no-deps", "-w", wheels, "."], cwd=config.ROOT, to_stderr=True)
             platforms = [arg for tag in MANYLINUX for arg in ("--platform", f"{tag}_{arch}")]
-            own = next(wheels.glob(f"queuesvc-{version[1]}-*.whl"))
+            own = next(wheels.glob(f"queuesvc-{version}-*.whl"))
             run([*pip, "download", "-d", wheels, "-c", "constraints.txt", "--only-binary=:all:",
                  "--implementation", "cp", "--python-version", python_version, *platforms, own],
                 cwd=config.ROOT, to_stderr=True)  # fmt: skip
@@ -77,7 +90,7 @@ def build(python_version: str, arch: str = "x86_64", label: str = "") -> dict[st
             wheels.rename(directory)
             (Path(tmp) / "archive.tar.gz").rename(archive)
         built = True
-    return {"version": version[1], "release": release, "archive": str(archive), "built": built}
+    return built
 
 
 def main(python_version: str, arch: str, label: str) -> None:
