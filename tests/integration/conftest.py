@@ -31,6 +31,8 @@ from tests.integration.services import (
 )
 
 MONGO_SERVER: dict[str, str] = {}
+# Lines a test leaves for the end of the run (e.g. Schemathesis's summary).
+SUMMARY_LINES: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -230,6 +232,8 @@ def rabbitmqctl(dev_env: dict[str, str]) -> Iterator[Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
     if MONGO_SERVER:
         terminalreporter.write_line(
             f"MongoDB server used by the integration tests: {MONGO_SERVER['name']}"

@@ -6,6 +6,7 @@ worker of the other integration tests; tests/integration/schemathesis.toml bound
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import redis
 
 from app.status import KEY_PREFIX
+from tests.integration.conftest import SUMMARY_LINES
 from tests.integration.services import Process, bearer
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -50,6 +52,12 @@ def test_api_matches_its_schema(
         _cancel_unfinished(api, redis_client, authorization)
     # The summary and each failure's curl command to reproduce it.
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    cases = re.search(r"^\s*(\d+ generated.*)$", run.stdout, re.MULTILINE)
+    outcome = re.findall(r"^=+ (.*) =+$", run.stdout, re.MULTILINE)
+    SUMMARY_LINES.append(
+        "Schemathesis: "
+        + "; ".join(part for part in (cases and cases.group(1), outcome and outcome[-1]) if part)
+    )
 
 
 def _cancel_unfinished(api: str, redis_client: redis.Redis, authorization: str) -> None:
