@@ -316,7 +316,7 @@ def _replay_total(task: str, args: list[Any]) -> int:
 @router.post(
     "/dead/{task_id}/replay",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=documented(404, 409),
+    responses=documented(404, 409, 429),
 )
 async def replay_dead_letter(task_id: str, request: Request, caller: Admin) -> TaskReplayed:
     """Submit a dead-lettered task again, under a new task id (once), as the
