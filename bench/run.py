@@ -8,16 +8,18 @@ of the benchmark's way (APP_QUOTA_*); against a deployment (--url) it is
 QUEUESVC_BENCH_KEY's, a tenant key with tasks:submit.
 
 Local mode (no --url) starts, each once and kept up throughout, a bare FastAPI
-hello-world (bench/hello.py, the baseline), the service, and the peer
+hello-world (bench/hello.py, the baseline), the service, the service without
+its key check (bench/unkeyed.py, a benchmark baseline), and the peer
 (bench/peer.py: the tutorial pattern, Celery's .delay() from an async route),
 all under the same gunicorn settings, and measures with wrk at 64 connections,
-in rounds so that the machine's noise hits every target alike: each of --runs
-rounds runs, in turn, GET / (hello-world), GET /health/live, GET
-/api/items/{id}, POST /api/async/process, and the peer's POST
+in rounds so that the machine's noise hits every target alike (every other
+round in reverse order): each of --runs rounds runs, in turn, GET /
+(hello-world), GET /health/live, GET /api/items/{id} on the service and on the
+unkeyed one, POST /api/async/process on both, and the peer's POST
 /api/async/process. The hello-world and the peer get no key. The service's
 queues are deleted before its servers start (purge_queues: a fresh layout)
-and emptied, not deleted, after each of its submit runs, the peer's queue
-after each of the peer's, so that no backlog
+and emptied, not deleted, after each of its submit runs (both servers
+publish to them), the peer's queue after each of the peer's, so that no backlog
 builds up (a queue deleted under a running publisher would swallow its next
 messages unseen); the peer's queue is deleted at the end. Figures:
 requests/s (wrk's Requests/sec: every answer, whatever its status), p50 and p99,
@@ -25,7 +27,8 @@ the non-2xx answers; medians over the rounds (non-2xx summed). Then the ratios
 and the submit path's targets, each with its measured value: ours/peer for the
 submit's req/s and p99 (target: >= 1.5x the peer's req/s with p99 <= the
 peer's), ours/hello for the submit's req/s (target: >= 30%), health/hello
-(target: >= 90%).
+(target: >= 90%). Then the key check's cost (bench/keycheck.py): per route,
+keyed against unkeyed req/s (ratio) and p50/p99 (the milliseconds added).
 
 MongoDB here is the mongoeco emulator (see README), so GET /api/items/{id}
 mostly measures the emulator: it is also reported as a ratio to raw PyMongo
@@ -103,7 +106,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.celery_app import DEAD_QUEUE, QUEUE_NAMES  # noqa: E402
-from bench import cpu, profile, throughput  # noqa: E402
+from bench import cpu, profile, throughput, unkeyed  # noqa: E402
 from bench.apikeys import (  # noqa: E402
     DEPLOYED_KEY_VARIABLE,
     authorization,
@@ -112,6 +115,7 @@ from bench.apikeys import (  # noqa: E402
     run_owner,
 )
 from bench.broker import delete_queue, empty_queues  # noqa: E402
+from bench.keycheck import key_check_lines  # noqa: E402
 from bench.local import Server, services, serving  # noqa: E402
 from bench.peer import PEER_QUEUE  # noqa: E402
 from bench.sweep import (  # noqa: E402
@@ -144,6 +148,11 @@ PORT_WAIT_LIMIT_S = 70.0
 HELLO = "GET / (hello-world)"
 ITEM = "GET /api/items/{id}"
 PEER = "peer POST /api/async/process"
+# The keyed routes measured on bench/unkeyed.py too: route -> its twin's name.
+UNKEYED = {
+    ITEM: "unkeyed GET /api/items/{id}",
+    SUBMIT_TARGET: "unkeyed POST /api/async/process",
+}
 DATABASE = "queuesvc_bench"
 # Locally: quotas far out of the benchmark's way (it measures the server, one
 # owner at thousands of submits a second).
@@ -167,10 +176,13 @@ class Target:
 
 def measure_rounds(targets: Mapping[str, Target], args: argparse.Namespace) -> dict[str, Figures]:
     """--runs rounds, each running every target once in turn, so that a noisy
-    stretch of the machine hits them all alike; medians over the rounds."""
+    stretch of the machine hits them all alike; every other round in reverse
+    order, so that a drift over the run (a cache warming up, a neighbour's
+    load) favours no target over the one next to it. Medians over the rounds."""
     runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
     for number in range(1, args.runs + 1):
-        for name, target in targets.items():
+        order = list(targets.items())
+        for name, target in order if number % 2 else reversed(order):
             runs[name].append(
                 wrk(
                     target.url,
@@ -400,6 +412,14 @@ def measure_locally(args: argparse.Namespace) -> None:
         purge_queues(env)  # before the service declares them
         hello = stack.enter_context(serving("bench.hello:app", env, workdir, "/"))
         ours = stack.enter_context(serving("app.main:create_app()", env, workdir, "/health/live"))
+        ours_unkeyed = stack.enter_context(
+            serving(
+                "bench.unkeyed:create_app()",
+                {**env, unkeyed.OWNER_VARIABLE: owner},
+                workdir,
+                "/health/live",
+            )
+        )
         # Registered before the peer starts, so it runs after the peer has stopped.
         stack.callback(delete_queue, broker, PEER_QUEUE)
         peer = stack.enter_context(serving("bench.peer:app", env, workdir, "/docs"))
@@ -409,11 +429,17 @@ def measure_locally(args: argparse.Namespace) -> None:
             # Emptied after each run, not deleted (see empty_queues).
             empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE])
 
+        # Each keyed route next to its unkeyed twin: the key check's cost
+        # comes from neighbouring runs.
         targets = {
             HELLO: Target(hello.base + "/"),
             HEALTH_TARGET: Target(ours.base + "/health/live", key=key),
             ITEM: Target(f"{ours.base}/api/items/{item_id}", key=key),
+            UNKEYED[ITEM]: Target(f"{ours_unkeyed.base}/api/items/{item_id}", key=key),
             SUBMIT_TARGET: Target(ours.base + "/api/async/process", POST_SCRIPT, empty_ours, key),
+            UNKEYED[SUBMIT_TARGET]: Target(
+                ours_unkeyed.base + "/api/async/process", POST_SCRIPT, empty_ours, key
+            ),
             PEER: Target(
                 peer.base + "/api/async/process",
                 POST_SCRIPT,
@@ -430,6 +456,9 @@ def measure_locally(args: argparse.Namespace) -> None:
                 )
             )
         )
+        print()
+        pairs = {route: (results[route], results[twin]) for route, twin in UNKEYED.items()}
+        print("\n".join(key_check_lines(pairs)))
         raw = raw_find_one_rate(local.mongo_uri, DATABASE, item_id, args.duration)
         print(
             f"\nraw PyMongo find_one by _id, 8 threads, same server: {raw:.0f}/s; "

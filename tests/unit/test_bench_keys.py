@@ -1,9 +1,11 @@
-"""The benchmark's keys: the deployed key from the environment, and every wrk
+"""The benchmark's keys: the deployed key from the environment, every wrk
 request keyed through bench/bearer.lua (a real wrk run against a small
-server that checks the header)."""
+server that checks the header), the unkeyed baseline's overrides, and the
+key check's lines."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
@@ -12,9 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
+import bench.unkeyed
+from app.access import Caller
+from app.api import auth
 from app.keys import Scope
+from app.main import create_app
+from app.settings import Settings
 from bench.apikeys import TENANT_SCOPES, authorization, deployed_key
+from bench.keycheck import key_check_lines
+from bench.targets import Figures
 from bench.wrkrun import wrk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,3 +108,37 @@ def test_wrk_keys_every_request(key_checking_server: str) -> None:
 def test_wrk_without_a_key_sends_none(key_checking_server: str) -> None:
     run = wrk(key_checking_server, threads=1, connections=1, duration=1)
     assert run.non_2xx == run.requests > 0
+
+
+def test_unkeyed_app_has_a_fixed_caller_for_every_key_dependency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def service() -> FastAPI:
+        return create_app(Settings(env="test"))
+
+    monkeypatch.setattr(bench.unkeyed.main, "create_app", service)
+    monkeypatch.setenv("QUEUESVC_BENCH_OWNER", "bench-tenant-1")
+    app = bench.unkeyed.create_app()
+    assert set(app.dependency_overrides) == {*auth.NEEDS.values(), auth.OPS}
+    caller = asyncio.run(app.dependency_overrides[auth.NEEDS[Scope.TASKS_SUBMIT]]())
+    assert caller == Caller("bench-unkeyed", "bench-tenant-1", TENANT_SCOPES)
+    assert not caller.is_admin
+    assert asyncio.run(app.dependency_overrides[auth.OPS]()) is None
+
+
+def test_key_check_lines() -> None:
+    lines = key_check_lines(
+        {
+            "GET /api/items/{id}": (Figures(900, 60.0, 150.0, 0), Figures(1000, 55.5, 140.0, 0)),
+            "POST /api/async/process": (Figures(500, 100, 300, 3), Figures(500, 101, 290, 0)),
+        }
+    )
+    assert lines[0].startswith("key check, same run")
+    header, items, submit = lines[3], lines[4], lines[5]
+    assert header.split("|")[1].split() == ["req/s", "keyed", "unkeyed", "ratio"]
+    assert items.split("|")[1].split() == ["900", "1000", "0.90x"]
+    assert items.split("|")[2].split() == ["60.00", "55.50", "+4.50"]
+    assert items.split("|")[3].split() == ["150.00", "140.00", "+10.00"]
+    assert submit.split("|")[2].split() == ["100.00", "101.00", "-1.00"]
+    # Only a route with errors gets a line saying so.
+    assert lines[6:] == ["  POST /api/async/process: (non-2xx answers in these rates: keyed 3)"]
