@@ -1,10 +1,12 @@
 """The benchmark's own dealings with RabbitMQ through kombu: the raw
 publish-and-consume rate of the broker (the ceiling any task pipeline on it
-has), a queue's consumers, and purging or deleting the queues it made."""
+has), a queue's consumers, its depth sampled over time, and purging or
+deleting the queues it made."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import suppress
@@ -72,6 +74,34 @@ def consumers(url: str, queue: str) -> int | None:
         except connection.channel_errors:
             return None
         return int(declared.consumer_count)
+
+
+class DepthSampler(threading.Thread):
+    """The ready messages of `queue` every `interval_s` seconds until stop(),
+    by passive declares on one connection (no management plugin, no CLI);
+    0 while the queue does not exist."""
+
+    def __init__(self, url: str, queue: str, interval_s: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.queue, self.interval_s = url, queue, interval_s
+        self.depths: list[int] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        with Connection(self.url, connect_timeout=CONNECT_TIMEOUT_S) as connection:
+            channel: Any = connection.channel()
+            while not self._stopping.wait(self.interval_s):
+                try:
+                    declared = channel.queue_declare(queue=self.queue, passive=True)
+                    self.depths.append(int(declared.message_count))
+                except connection.channel_errors:  # not declared yet: closes the channel
+                    self.depths.append(0)
+                    channel = connection.channel()
+
+    def stop(self) -> list[int]:
+        self._stopping.set()
+        self.join()
+        return self.depths
 
 
 def empty_queues(url: str, queues: Iterable[str]) -> None:

@@ -1,15 +1,25 @@
 """Benchmark the API under gunicorn (2 workers) on loopback, against the real services.
 
+Every request of ours carries an API key (Authorization: Bearer, through
+bench/bearer.lua, so the key never shows in a process list): the figures
+include the key check. Locally the key is made with `python -m app keys create`
+for an owner of this run (a tenant: every scope but admin), with quotas far out
+of the benchmark's way (APP_QUOTA_*); against a deployment (--url) it is
+QUEUESVC_BENCH_KEY's, a tenant key with tasks:submit.
+
 Local mode (no --url) starts, each once and kept up throughout, a bare FastAPI
-hello-world (bench/hello.py, the baseline), the service, and the peer
+hello-world (bench/hello.py, the baseline), the service, the service without
+its key check (bench/unkeyed.py, a benchmark baseline), and the peer
 (bench/peer.py: the tutorial pattern, Celery's .delay() from an async route),
 all under the same gunicorn settings, and measures with wrk at 64 connections,
-in rounds so that the machine's noise hits every target alike: each of --runs
-rounds runs, in turn, GET / (hello-world), GET /health/live, GET
-/api/items/{id}, POST /api/async/process, and the peer's POST
-/api/async/process. The service's queues are deleted before its servers start
-(purge_queues: a fresh layout) and emptied, not deleted, after each of its
-submit runs, the peer's queue after each of the peer's, so that no backlog
+in rounds so that the machine's noise hits every target alike (every other
+round in reverse order): each of --runs rounds runs, in turn, GET /
+(hello-world), GET /health/live, GET /api/items/{id} on the service and on the
+unkeyed one, POST /api/async/process on both, and the peer's POST
+/api/async/process. The hello-world and the peer get no key. The service's
+queues are deleted before its servers start (purge_queues: a fresh layout)
+and emptied, not deleted, after each of its submit runs (both servers
+publish to them), the peer's queue after each of the peer's, so that no backlog
 builds up (a queue deleted under a running publisher would swallow its next
 messages unseen); the peer's queue is deleted at the end. Figures:
 requests/s (wrk's Requests/sec: every answer, whatever its status), p50 and p99,
@@ -17,7 +27,8 @@ the non-2xx answers; medians over the rounds (non-2xx summed). Then the ratios
 and the submit path's targets, each with its measured value: ours/peer for the
 submit's req/s and p99 (target: >= 1.5x the peer's req/s with p99 <= the
 peer's), ours/hello for the submit's req/s (target: >= 30%), health/hello
-(target: >= 90%).
+(target: >= 90%). Then the key check's cost (bench/keycheck.py): per route,
+keyed against unkeyed req/s (ratio) and p50/p99 (the milliseconds added).
 
 MongoDB here is the mongoeco emulator (see README), so GET /api/items/{id}
 mostly measures the emulator: it is also reported as a ratio to raw PyMongo
@@ -41,11 +52,14 @@ Usage (as root, after `python3 -m scripts.lab services`, with .venv built
 from constraints.txt and the dev extras):
     .venv/bin/python bench/run.py [--duration 10] [--runs 3] [--connections 64] [--tasks 300]
     .venv/bin/python bench/run.py --duration 5 --runs 1 --profile /tmp/submit.collapsed
-    .venv/bin/python bench/run.py --url https://192.168.56.10 [--duration 8] [--runs 3]
-    .venv/bin/python bench/run.py --url https://192.168.56.10 --sweep 64,1000,5000,10000
+    QUEUESVC_BENCH_KEY=$(python3 -m scripts.lab api-key demo) \
+        .venv/bin/python bench/run.py --url https://192.168.56.10 [--duration 8] [--runs 3]
+    QUEUESVC_BENCH_KEY=... .venv/bin/python bench/run.py --url https://192.168.56.10 \
+        --sweep 64,1000,5000,10000
 
-With --url, measures a deployed system instead (the lab's load balancer,
-say): GET /health/live and POST /api/async/process there, same wrk settings and
+With --url (and QUEUESVC_BENCH_KEY), measures a deployed system instead (the
+lab's load balancer, say): GET /health/live and POST /api/async/process there,
+every request keyed (the baseline's too: the same requests), same wrk settings and
 rounds, against nginx's own liveness answer on the same load balancer as the
 baseline (--baseline-path, default /nginx/live: TLS and nginx, no app server);
 then the submit's req/s as a share of GET /health/live's (target through lb1:
@@ -76,14 +90,12 @@ import argparse
 import os
 import re
 import resource
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +106,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.celery_app import DEAD_QUEUE, QUEUE_NAMES  # noqa: E402
-from bench import cpu, profile, throughput  # noqa: E402
+from bench import cpu, profile, throughput, unkeyed  # noqa: E402
+from bench.apikeys import (  # noqa: E402
+    DEPLOYED_KEY_VARIABLE,
+    authorization,
+    deployed_key,
+    local_key,
+    run_owner,
+)
 from bench.broker import delete_queue, empty_queues  # noqa: E402
+from bench.keycheck import key_check_lines  # noqa: E402
+from bench.local import Server, services, serving  # noqa: E402
 from bench.peer import PEER_QUEUE  # noqa: E402
 from bench.sweep import (  # noqa: E402
     HEALTH_TARGET,
@@ -106,15 +127,9 @@ from bench.sweep import (  # noqa: E402
     verdicts,
 )
 from bench.targets import Figures, deployed_lines, figures, local_lines  # noqa: E402
-from bench.wrkparse import WrkRun, parse_wrk  # noqa: E402
-from tests.integration.services import (  # noqa: E402
-    MongoEmulator,
-    Process,
-    free_port,
-    load_dev_env,
-    purge_queues,
-    wait_http_ok,
-)
+from bench.wrkparse import WrkRun  # noqa: E402
+from bench.wrkrun import wrk  # noqa: E402
+from tests.integration.services import purge_queues  # noqa: E402
 
 POST_SCRIPT = REPO / "bench/post_process.lua"
 COUNT_SCRIPT = REPO / "bench/count_status.lua"
@@ -133,49 +148,22 @@ PORT_WAIT_LIMIT_S = 70.0
 HELLO = "GET / (hello-world)"
 ITEM = "GET /api/items/{id}"
 PEER = "peer POST /api/async/process"
+# The keyed routes measured on bench/unkeyed.py too: route -> its twin's name.
+UNKEYED = {
+    ITEM: "unkeyed GET /api/items/{id}",
+    SUBMIT_TARGET: "unkeyed POST /api/async/process",
+}
+DATABASE = "queuesvc_bench"
+# Locally: quotas far out of the benchmark's way (it measures the server, one
+# owner at thousands of submits a second).
+LOCAL_SETTINGS = {
+    "APP_QUOTA_SUBMIT_RATE": "100000",
+    "APP_QUOTA_SUBMIT_BURST": "1000000",
+    "APP_QUOTA_IN_FLIGHT_COST": "100000000",
+}
 # Wait after wrk starts before py-spy attaches, so that it samples load only.
 PROFILE_LEAD_S = 0.5
 DEFAULT_TASKS = 300
-
-
-def wrk(
-    url: str,
-    *,
-    threads: int,
-    connections: int,
-    duration: int,
-    timeout_s: int = 5,
-    script: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> WrkRun:
-    command = [
-        "wrk",
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{duration}s",
-        "--latency",
-        "--timeout",
-        f"{timeout_s}s",
-    ]
-    if script:
-        command += ["-s", str(script)]
-    done = subprocess.run(
-        [*command, url],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-        env=None if env is None else {**os.environ, **env},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(command)} {url} exited with {done.returncode}: "
-            f"{(done.stderr + done.stdout).strip()}"
-        )
-    return parse_wrk(done.stdout)
 
 
 @dataclass(frozen=True)
@@ -183,14 +171,18 @@ class Target:
     url: str
     script: Path | None = None  # wrk script; None: GET
     after: Callable[[], None] | None = None  # after each of its runs (purge a queue)
+    key: str | None = None  # sent as Authorization: Bearer; None: no header
 
 
 def measure_rounds(targets: Mapping[str, Target], args: argparse.Namespace) -> dict[str, Figures]:
     """--runs rounds, each running every target once in turn, so that a noisy
-    stretch of the machine hits them all alike; medians over the rounds."""
+    stretch of the machine hits them all alike; every other round in reverse
+    order, so that a drift over the run (a cache warming up, a neighbour's
+    load) favours no target over the one next to it. Medians over the rounds."""
     runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
     for number in range(1, args.runs + 1):
-        for name, target in targets.items():
+        order = list(targets.items())
+        for name, target in order if number % 2 else reversed(order):
             runs[name].append(
                 wrk(
                     target.url,
@@ -198,6 +190,7 @@ def measure_rounds(targets: Mapping[str, Target], args: argparse.Namespace) -> d
                     connections=args.connections,
                     duration=args.duration,
                     script=target.script,
+                    key=target.key,
                 )
             )
             if target.after:
@@ -248,36 +241,6 @@ def allow_open_files(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def gunicorn(app_spec: str, env: dict[str, str], log: Path, port: int) -> Process:
-    env = {**env, "APP_BIND": f"127.0.0.1:{port}", "APP_WORKERS": "2"}
-    return Process(
-        "gunicorn",
-        [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", app_spec],
-        env,
-        log,
-    )
-
-
-@dataclass(frozen=True)
-class Server:
-    base: str
-    pid: int  # gunicorn's master
-
-
-@contextmanager
-def serving(app_spec: str, env: dict[str, str], workdir: Path, probe: str) -> Iterator[Server]:
-    port = free_port()
-    process = gunicorn(app_spec, env, workdir / f"gunicorn-{port}.log", port)
-    process.start()
-    assert process.proc is not None
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(base + probe)
-        yield Server(base, process.proc.pid)
-    finally:
-        process.stop()
-
-
 def raw_find_one_rate(
     uri: str, database: str, item_id: str, seconds: float, clients: int = 8
 ) -> float:
@@ -316,29 +279,31 @@ def print_table(results: dict[str, Figures], baseline: Figures) -> None:
         )
 
 
-def measure_deployment(args: argparse.Namespace) -> None:
+def measure_deployment(args: argparse.Namespace, key: str) -> None:
+    """Every request keyed, the baseline's too (nginx ignores it): the same requests."""
     base = args.url.rstrip("/")
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} round(s) "
-        f"(median) against {base}",
+        f"(median) against {base}, every request with the key in {DEPLOYED_KEY_VARIABLE}",
         flush=True,
     )
     baseline_name = f"baseline GET {args.baseline_path}"
-    targets = {baseline_name: Target(base + args.baseline_path)}
+    targets = {baseline_name: Target(base + args.baseline_path, key=key)}
     for name, (path, script) in DEPLOYED.items():
-        targets[name] = Target(base + path, script)
+        targets[name] = Target(base + path, script, key=key)
     results = measure_rounds(targets, args)
     print_table(results, results[baseline_name])
     print()
     print("\n".join(deployed_lines(results[HEALTH_TARGET], results[SUBMIT_TARGET])))
 
 
-def sweep_deployment(args: argparse.Namespace) -> None:
+def sweep_deployment(args: argparse.Namespace, key: str) -> None:
     base = args.url.rstrip("/")
     print(
         f"sweep: wrk -t{args.threads} -c<N> -d{args.duration}s --timeout {SWEEP_TIMEOUT_S}s "
-        f"-s bench/count_status.lua, {args.runs} run(s) per row against {base}; rates and "
-        f"latencies: medians of the runs, errors: totals of the runs",
+        f"-s bench/count_status.lua, {args.runs} run(s) per row against {base}, every request "
+        f"with the key in {DEPLOYED_KEY_VARIABLE}; rates and latencies: medians of the runs, "
+        "errors: totals of the runs",
         flush=True,
     )
     rows: list[SweepRow] = []
@@ -357,6 +322,7 @@ def sweep_deployment(args: argparse.Namespace) -> None:
                         timeout_s=SWEEP_TIMEOUT_S,
                         script=COUNT_SCRIPT,
                         env=env,
+                        key=key,
                     )
                 )
             rows.append(sweep_row(name, connections, runs))
@@ -386,7 +352,7 @@ def worker_of(server: Server) -> int:
     return min(workers)
 
 
-def profile_submit(server: Server, args: argparse.Namespace) -> None:
+def profile_submit(server: Server, key: str, args: argparse.Namespace) -> None:
     """One more submit run, with py-spy on one of the service's workers."""
     seconds = max(1, args.duration - 1)
     pid = worker_of(server)
@@ -398,6 +364,7 @@ def profile_submit(server: Server, args: argparse.Namespace) -> None:
             connections=args.connections,
             duration=args.duration,
             script=POST_SCRIPT,
+            key=key,
         )
         time.sleep(PROFILE_LEAD_S)
         spy = profile.record(pid, seconds, args.profile)
@@ -415,55 +382,63 @@ def profile_submit(server: Server, args: argparse.Namespace) -> None:
     print(profile.format_summary(summary))
 
 
+def create_item(server: Server, key: str) -> str:
+    answer = httpx.post(
+        server.base + "/api/items", json={"name": "bench"}, headers=authorization(key), timeout=10
+    )
+    if answer.status_code != 201:
+        raise SystemExit(f"creating the item to read: {answer.status_code} {answer.text}")
+    return str(answer.json()["id"])
+
+
 def measure_locally(args: argparse.Namespace) -> None:
-    dev = load_dev_env()
-    if not dev.get("APP_TEST_BROKER_URL") or not dev.get("APP_TEST_REDIS_URL"):
-        raise SystemExit("run `python3 -m scripts.lab services` first")
-    workdir = Path(tempfile.mkdtemp(prefix="queuesvc-bench-"))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-    broker = dev["APP_TEST_BROKER_URL"]
-    env = {
-        **base_env,
-        "APP_ENV": "test",
-        "APP_BROKER_URL": broker,
-        "APP_REDIS_URL": dev["APP_TEST_REDIS_URL"],
-        "APP_MONGODB_DATABASE": "queuesvc_bench",
-    }
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.runs} round(s), "
         f"medians; gunicorn 2 workers each; cores: {os.cpu_count()}",
         flush=True,
     )
     with ExitStack() as stack:
-        if dev.get("APP_TEST_MONGODB_URI"):
-            mongo_uri, mongo_name = dev["APP_TEST_MONGODB_URI"], "APP_TEST_MONGODB_URI"
+        local = stack.enter_context(services(DATABASE, LOCAL_SETTINGS))
+        env, broker, workdir = local.env, local.broker, local.workdir
+        if local.mongo_pid is None:
             mongo_cpu = ("mongod", cpu.Group(cpu.by_name("mongod"), os.cpu_count() or 1))
         else:
-            mongo = MongoEmulator(dev["APP_TEST_MONGOECO_PYTHON"], workdir)
-            mongo.start()
-            stack.callback(mongo.stop)
-            assert mongo.process.proc is not None
-            mongo_uri, mongo_name = mongo.uri, mongo.description
             # Python: the GIL holds it to one core.
-            mongo_cpu = ("MongoDB emulator", cpu.Group(cpu.tree(mongo.process.proc.pid), 1))
-        env["APP_MONGODB_URI"] = mongo_uri
-        print(f"MongoDB: {mongo_name}", flush=True)
+            mongo_cpu = ("MongoDB emulator", cpu.Group(cpu.tree(local.mongo_pid), 1))
+        print(f"MongoDB: {local.mongo_name}", flush=True)
+        owner = run_owner("tenant")
+        key = local_key(env, owner)
+        print(f"API key: a tenant's (every scope but admin), owner {owner}", flush=True)
         purge_queues(env)  # before the service declares them
         hello = stack.enter_context(serving("bench.hello:app", env, workdir, "/"))
         ours = stack.enter_context(serving("app.main:create_app()", env, workdir, "/health/live"))
+        ours_unkeyed = stack.enter_context(
+            serving(
+                "bench.unkeyed:create_app()",
+                {**env, unkeyed.OWNER_VARIABLE: owner},
+                workdir,
+                "/health/live",
+            )
+        )
         # Registered before the peer starts, so it runs after the peer has stopped.
         stack.callback(delete_queue, broker, PEER_QUEUE)
         peer = stack.enter_context(serving("bench.peer:app", env, workdir, "/docs"))
-        item = httpx.post(ours.base + "/api/items", json={"name": "bench"}, timeout=10).json()
+        item_id = create_item(ours, key)
+
+        def empty_ours() -> None:
+            # Emptied after each run, not deleted (see empty_queues).
+            empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE])
+
+        # Each keyed route next to its unkeyed twin: the key check's cost
+        # comes from neighbouring runs.
         targets = {
             HELLO: Target(hello.base + "/"),
-            HEALTH_TARGET: Target(ours.base + "/health/live"),
-            ITEM: Target(f"{ours.base}/api/items/{item['id']}"),
-            # Emptied after each run, not deleted (see empty_queues).
-            SUBMIT_TARGET: Target(
-                ours.base + "/api/async/process",
-                POST_SCRIPT,
-                lambda: empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE]),
+            HEALTH_TARGET: Target(ours.base + "/health/live", key=key),
+            ITEM: Target(f"{ours.base}/api/items/{item_id}", key=key),
+            UNKEYED[ITEM]: Target(f"{ours_unkeyed.base}/api/items/{item_id}", key=key),
+            SUBMIT_TARGET: Target(ours.base + "/api/async/process", POST_SCRIPT, empty_ours, key),
+            UNKEYED[SUBMIT_TARGET]: Target(
+                ours_unkeyed.base + "/api/async/process", POST_SCRIPT, empty_ours, key
             ),
             PEER: Target(
                 peer.base + "/api/async/process",
@@ -481,22 +456,26 @@ def measure_locally(args: argparse.Namespace) -> None:
                 )
             )
         )
-        raw = raw_find_one_rate(mongo_uri, "queuesvc_bench", item["id"], args.duration)
+        print()
+        pairs = {route: (results[route], results[twin]) for route, twin in UNKEYED.items()}
+        print("\n".join(key_check_lines(pairs)))
+        raw = raw_find_one_rate(local.mongo_uri, DATABASE, item_id, args.duration)
         print(
             f"\nraw PyMongo find_one by _id, 8 threads, same server: {raw:.0f}/s; "
             f"GET /api/items/{{id}} reaches {results[ITEM].rps / raw:.0%} of it",
             flush=True,
         )
         if args.profile:
-            profile_submit(ours, args)
-            empty_queues(broker, [*QUEUE_NAMES, DEAD_QUEUE])
+            profile_submit(ours, key, args)
+            empty_ours()
         if args.tasks:
             lines = throughput.run_stage(
                 base=ours.base,
+                key=key,
                 env=env,
                 workdir=workdir,
-                mongo_uri=mongo_uri,
-                database="queuesvc_bench",
+                mongo_uri=local.mongo_uri,
+                database=DATABASE,
                 tasks=args.tasks,
                 # How many cores each can use: a Python process one (the GIL),
                 # Redis one, RabbitMQ and mongod all.
@@ -561,10 +540,11 @@ def main() -> None:
         parser.error("wrk needs at least as many connections as threads")
     allow_open_files(max(counts))
     if args.url:
+        key = deployed_key()
         if args.sweep:
-            sweep_deployment(args)
+            sweep_deployment(args, key)
         else:
-            measure_deployment(args)
+            measure_deployment(args, key)
         return
 
     measure_locally(args)

@@ -27,6 +27,7 @@ from pymongo import MongoClient
 from app.celery_app import DEFAULT_QUEUE
 from app.db import TASK_RESULTS
 from bench import cpu
+from bench.apikeys import authorization
 from bench.broker import RawRate, consumers, empty_queues, raw_rate
 from tests.integration.services import Process, celery_worker, wait_until
 
@@ -93,11 +94,13 @@ def end_to_end(
     )
 
 
-async def _submit(base: str, tasks: int) -> list[str]:
+async def _submit(base: str, key: str, tasks: int) -> list[str]:
     ids: list[str] = []
     left = tasks
     limits = httpx.Limits(max_connections=SUBMIT_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, limits=limits, headers=authorization(key)
+    ) as client:
 
         async def sender() -> None:
             nonlocal left
@@ -111,10 +114,10 @@ async def _submit(base: str, tasks: int) -> list[str]:
     return ids
 
 
-def submit(base: str, tasks: int) -> tuple[list[str], float, float]:
-    """Submit through the API: the accepted task ids, wall-clock start and end."""
+def submit(base: str, key: str, tasks: int) -> tuple[list[str], float, float]:
+    """Submit through the API with `key`: the accepted task ids, wall-clock start and end."""
     started = time.time()
-    ids = asyncio.run(_submit(base, tasks))
+    ids = asyncio.run(_submit(base, key, tasks))
     return ids, started, time.time()
 
 
@@ -192,6 +195,7 @@ def report(e2e: EndToEnd, raw: RawRate, usage: cpu.Usage) -> list[str]:
 def run_stage(
     *,
     base: str,
+    key: str,
     env: dict[str, str],
     workdir: Path,
     mongo_uri: str,
@@ -225,7 +229,7 @@ def run_stage(
         try:
             before = results.count()
             sampler.start()
-            ids, started, answered = submit(base, tasks)
+            ids, started, answered = submit(base, key, tasks)
             found = results.wait(before, ids, results_limit_s(tasks))
             usage = sampler.stop()
         finally:

@@ -6,7 +6,8 @@ next stages still mean something:
   lint                        ruff, ruff format, mypy, yamllint, ansible-lint
   unit-integration            pytest tests/unit tests/integration (real services)
   bench-local                 bench/run.py on loopback: ours, the peer, hello-world,
-                              worker throughput (figures for the log, no verdict)
+                              the key check's cost, worker throughput; then
+                              bench/flood.py (figures for the log, no verdict)
   in the background from the start (unless QUEUESVC_SKIP_LAB=1):
   prepare-host, tools, box    network guard first, controller tools, images
   molecule                    then every role's scenarios, three at a time
@@ -147,11 +148,15 @@ def service_tests() -> None:
 
 def bench_local() -> None:
     """The submit path against the tutorial pattern and hello-world on loopback
-    (bench/run.py, short rounds), and the worker throughput: figures and
-    ratios for the log. A failed target is reported, not a failed stage; the
-    stage fails only if the benchmark cannot run."""
-    bench = [str(config.VENV / "bin/python"), "bench/run.py"]
-    run([*bench, "--duration", "4", "--runs", "2", "--tasks", "300"], cwd=config.ROOT)
+    (bench/run.py, short rounds), the key check's cost and the worker
+    throughput; then a flood of one key's submits next to another key's calm
+    ones (bench/flood.py, about 30 s): figures and ratios for the log. A
+    failed target is reported, not a failed stage; the stage fails only if a
+    benchmark cannot run."""
+    python = str(config.VENV / "bin/python")
+    bench = [python, "bench/run.py", "--duration", "4", "--runs", "2", "--tasks", "300"]
+    run(bench, cwd=config.ROOT)
+    run([python, "bench/flood.py"], cwd=config.ROOT)
 
 
 def bench_through_lb1() -> None:
@@ -160,11 +165,14 @@ def bench_through_lb1() -> None:
     QUEUESVC_BENCH_SWEEP says otherwise, 10 s each) whose table of goodput and
     errors by kind goes to the log. 10 s, not less: thousands of connections
     spend their first seconds in TLS handshakes on this shared machine, and a
-    4 s run at 5,000 measured nothing else (no answer, no error)."""
+    4 s run at 5,000 measured nothing else (no answer, no error). Every
+    request carries the lab's demo key (a tenant's); no route measured needs
+    the admin key."""
     bench = [str(config.VENV / "bin/python"), "bench/run.py", "--url", config.LB_URL]
     sweep = os.environ.get("QUEUESVC_BENCH_SWEEP", "64,5000")
-    run([*bench, "--duration", "8", "--runs", "1"], cwd=config.ROOT)
-    run([*bench, "--sweep", sweep, "--duration", "10", "--runs", "1"], cwd=config.ROOT)
+    keyed = {"QUEUESVC_BENCH_KEY": config.lab_api_key("demo")}
+    run([*bench, "--duration", "8", "--runs", "1"], env=keyed, cwd=config.ROOT)
+    run([*bench, "--sweep", sweep, "--duration", "10", "--runs", "1"], env=keyed, cwd=config.ROOT)
 
 
 def molecule_roles() -> list[str] | None:

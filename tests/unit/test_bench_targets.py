@@ -80,7 +80,8 @@ def test_deployed_lines() -> None:
 def test_url_mode_on_recorded_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--url: rounds over the three targets, the table, then the ratio and verdict."""
+    """--url: rounds over the three targets (every request keyed), the table,
+    then the ratio and verdict."""
     recorded = {
         "/nginx/live": "lb1-nginx-live-64-plain",
         "/health/live": "lb1-health-64",
@@ -88,7 +89,8 @@ def test_url_mode_on_recorded_runs(
     }
     calls: list[str] = []
 
-    def fake_wrk(url: str, **_: Any) -> WrkRun:
+    def fake_wrk(url: str, *, key: str | None = None, **_: Any) -> WrkRun:
+        assert key == "qsk_test"
         path = url.removeprefix("https://lb1.test")
         calls.append(path)
         return parse_wrk((SAMPLES / f"{recorded[path]}.txt").read_text())
@@ -102,9 +104,9 @@ def test_url_mode_on_recorded_runs(
         duration=1,
         runs=2,
     )
-    bench.run.measure_deployment(args)
-    # In rounds: every target once per round, in turn.
-    assert calls == [*recorded, *recorded]
+    bench.run.measure_deployment(args, "qsk_test")
+    # In rounds: every target once per round, in turn, every other round backwards.
+    assert calls == [*recorded, *reversed(recorded)]
     out = capsys.readouterr().out
     health, submit = (
         parse_wrk((SAMPLES / "lb1-health-64.txt").read_text()),
