@@ -92,8 +92,8 @@ def lab() -> None:
     print("   ADMIN_KEY=$(python3 -m scripts.lab api-key admin)")
     smoke(config.LB_URL, key, admin_key, insecure=True)  # lb1's certificate is self-signed
     print(
-        f"\n== the lab is up: {config.LB_URL} (API docs at {config.LB_URL}/docs, "
-        "with the admin key); stop it with: bash scripts/demo.sh stop"
+        f"\n== the lab is up: {config.LB_URL} (API docs: README, Access); "
+        "stop it with: bash scripts/demo.sh stop"
     )
 
 
