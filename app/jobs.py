@@ -69,7 +69,7 @@ def import_items(
         outcome = collection.bulk_write(
             [
                 UpdateOne(
-                    {"owner": owner, "external_id": row.external_id},
+                    {"import_key": db.import_key(owner, row.external_id)},
                     {
                         "$set": {
                             "name": row.name,

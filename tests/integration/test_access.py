@@ -3,6 +3,7 @@ once, expiry, tenants, operators' endpoints, the `keys` command, and no key in a
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -134,6 +135,34 @@ def test_idempotency_keys_are_each_owners_own(
     )
     assert first.status_code == other.status_code == 202
     assert first.json()["task_id"] != other.json()["task_id"]
+
+
+def test_one_external_id_is_an_item_per_owner(
+    api: str, api_keys: dict[str, Any], client: httpx.Client
+) -> None:
+    external_id = f"shared-{time.time_ns()}"
+
+    def imported(http: httpx.Client, name: str) -> dict[str, Any]:
+        text = f"external_id,name\n{external_id},{name}\n"
+        files = {"file": ("items.csv", io.BytesIO(text.encode()), "text/csv")}
+        response = http.post("/api/async/import", files=files)
+        assert response.status_code == 202, response.text
+        final = wait_status(http, response.json()["task_id"], {"SUCCESS", "FAILURE"})
+        assert final["status"] == "SUCCESS", final
+        result: dict[str, Any] = final["result"]
+        return result
+
+    def named(http: httpx.Client) -> list[str]:
+        items = http.get("/api/items", params={"limit": 100}).json()["items"]
+        return [item["name"] for item in items if item["external_id"] == external_id]
+
+    with httpx.Client(base_url=api, headers=bearer(api_keys["other"]), timeout=10) as other:
+        assert imported(client, "mine")["inserted"] == 1
+        assert imported(other, "theirs")["inserted"] == 1  # not the first owner's item
+        again = imported(client, "mine again")
+        assert (again["inserted"], again["updated"]) == (0, 1)
+        assert named(client) == ["mine again"]
+        assert named(other) == ["theirs"]
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/openapi.json", "/docs"])
