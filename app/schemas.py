@@ -6,10 +6,30 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _strip(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
+# Stripped of surrounding whitespace by Python's str.strip (the same whitespace
+# as the schema's pattern in Python, which Schemathesis generates with); the
+# pattern, one non-space character, says a name of whitespace only is refused.
+Name = Annotated[
+    str,
+    BeforeValidator(_strip),
+    StringConstraints(min_length=1, max_length=200),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}),
+]
 Description = Annotated[str, StringConstraints(max_length=2000)]
 
 
