@@ -6,10 +6,9 @@ and the printed lines."""
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from bench.flood import calm_lines, cap_in_force, deployed_quotas, depth_lines, 
 from bench.paced import Answer, paced_posts, percentile
 from bench.queuecap import DEFAULT_QUEUE_CAP, QueueCap, policy_of, vhost_of
 from bench.wrkparse import SocketErrors, WrkRun
+from tests.unit.loopback_http import serving
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = argparse.Namespace(duration=10, connections=64, iterations=1000, calm_rate=5.0)
@@ -155,12 +155,8 @@ class _Counting(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serving(_Counting) as url:
+        yield url
 
 
 def test_paced_posts_keep_the_pace_when_answers_are_slow(slow_server: str) -> None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from bench.apikeys import TENANT_SCOPES, authorization, deployed_key
 from bench.keycheck import key_check_lines
 from bench.targets import Figures
 from bench.wrkrun import wrk
+from tests.unit.loopback_http import serving
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "qsk_0123456789abcdef_" + "k" * 43
@@ -70,19 +70,10 @@ class _KeyChecking(BaseHTTPRequestHandler):
         self.answer(202 if body.get("iterations") == 1000 else 400)
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        """wrk drops its connections at the end: no tracebacks for that."""
-
-
 @pytest.fixture
 def key_checking_server() -> Iterator[str]:
-    server = _QuietServer(("127.0.0.1", 0), _KeyChecking)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serving(_KeyChecking) as url:
+        yield url
 
 
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")

@@ -11,9 +11,8 @@ import os
 import resource
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from bench.run import allow_open_files, connection_counts
 from bench.sweep import sweep_row, table, verdicts
 from bench.wrkparse import Answers, SocketErrors, answers, by_status, parse_statuses, parse_wrk
+from tests.unit.loopback_http import serving
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = Path(__file__).with_name("wrk_samples")
@@ -219,19 +219,10 @@ class _Cycling(BaseHTTPRequestHandler):
         self.answer(next(self.statuses) if json and b'"iterations"' in body else 400)
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        """wrk drops its connections at the end: no tracebacks for that."""
-
-
 @pytest.fixture
 def cycling_server() -> Iterator[str]:
-    server = _QuietServer(("127.0.0.1", 0), _Cycling)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serving(_Cycling) as url:
+        yield url
 
 
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")
