@@ -47,6 +47,9 @@ LXC_HOST_ADDR = "10.0.3.1/24"
 MOL_NETWORK = f"{SLUG}-molecule"
 MOL_SUBNET = "10.89.56.0/24"
 MOL_HOST_ADDR = "10.89.56.1/24"
+# Molecule logs in as the images' vagrant user with Vagrant's well-known key;
+# vagrant writes this copy (mode 0600) at its first run (prepare runs it).
+MOL_SSH_KEY = Path.home() / ".vagrant.d/insecure_private_key"
 SUBNETS = (LAB_SUBNET, LXC_SUBNET, MOL_SUBNET)
 
 GUARD_TABLE = f"{SLUG}_guard"  # nft table inet queuesvc_guard

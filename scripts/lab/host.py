@@ -43,6 +43,7 @@ PACKAGES = [
     "python3-venv",
     "ca-certificates",
     "curl",
+    "socat",  # molecule's ssh reaches each container through it (.config/molecule)
 ]
 BOOKWORM_SOURCES = Path(f"/etc/apt/sources.list.d/{config.SLUG}-lab-bookworm.sources")
 BOOKWORM_PIN = Path(f"/etc/apt/preferences.d/{config.SLUG}-lab-bookworm")

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import config, guard
-from .sh import LabError, die, log, run_logged, succeeds, tools_env
+from .sh import LabError, die, log, run_logged, succeeds, tools_env, which
 from .sh import run as sh_run
 
 # Most of a scenario's time is spent waiting on apt and systemd, not on CPU,
@@ -71,9 +71,15 @@ def _environment() -> dict[str, str]:
             die(f"image {config.IMAGE}{release} missing: run `python3 -m scripts.lab box`")
     if not succeeds(["podman", "network", "exists", config.MOL_NETWORK]):
         die(f"podman network {config.MOL_NETWORK} missing: run `python3 -m scripts.lab prepare`")
+    if not which("socat") or not config.MOL_SSH_KEY.is_file():
+        die(f"socat or {config.MOL_SSH_KEY} missing: run `python3 -m scripts.lab prepare`")
     if guard.problems():
         die("network guard missing: run `python3 -m scripts.lab prepare`")
-    return {**tools_env(), "QUEUESVC_MIRROR_IP": guard.mirror_addrs()[0]}
+    return {
+        **tools_env(),
+        "QUEUESVC_MIRROR_IP": guard.mirror_addrs()[0],
+        "QUEUESVC_MOLECULE_SSH_KEY": str(config.MOL_SSH_KEY),
+    }
 
 
 def _one(pair: str, command: str, env: dict[str, str], logged: bool) -> tuple[bool, int]:
