@@ -234,6 +234,28 @@ class Lab:
             time.sleep(0.2)
         raise LabError(f"{host}: units not active within {timeout:.0f} s: {last}")
 
+    def api_answers(self, host: str) -> bool:
+        """Whether the host's API answers /health/live on its lab address (from the host)."""
+        probe = (
+            "import sys, urllib.request\n"
+            "with urllib.request.urlopen(sys.argv[1], timeout=2) as answer:\n"
+            "    sys.exit(0 if answer.status == 200 else 1)\n"
+        )
+        url = f"http://{HOSTS[host]}:{API_PORT}/health/live"
+        answered = self.attach(host, "python3", "-c", probe, url, timeout=30, check=False)
+        return answered.returncode == 0
+
+    def wait_api(self, host: str, timeout: float = 180) -> float:
+        """Wait until the host's app units are active and its API answers (its
+        gunicorn workers booted, not only the arbiter); returns that instant."""
+        self.wait_units(host, APP_UNITS, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api_answers(host):
+                return time.monotonic()
+            time.sleep(0.2)
+        raise LabError(f"{host}: the API does not answer within {timeout:.0f} s")
+
     # --- the whole lab ---------------------------------------------------------------------
 
     def restore_all(self) -> None:

@@ -23,7 +23,6 @@ from tests.faults.conftest import record
 from tests.faults.drill import (
     API_PORT,
     APP_HOSTS,
-    APP_UNITS,
     DEFAULT_WORKER,
     FINAL_STATES,
     HOSTS,
@@ -393,8 +392,9 @@ def test_app3_powered_off_under_reads_and_submits(drill: Lab) -> None:
             time.sleep(OUTAGE)
         finally:
             drill.power_on(host)
-        back = drill.wait_units(host, APP_UNITS)
-        # Back: nginx sends it requests again (any route).
+        # Back: its API answers. Then nginx must send it requests again (any
+        # route) once the server's fail_timeout has passed.
+        back = drill.wait_api(host)
         recovery = load.wait_ok(None, back, timeout=40, upstream=upstream)
         time.sleep(TAIL)
     ids = load.accepted()
@@ -405,7 +405,7 @@ def test_app3_powered_off_under_reads_and_submits(drill: Lab) -> None:
         report.tasks(ledger, ids),
         format_routes(load) + ";",
         f"served_by_app3_after_back={served}",
-        report.recovery(recovery, "app3's units active to its first answer through lb1"),
+        report.recovery(recovery, "app3's API answering to its first answer through lb1"),
     )
 
 
@@ -509,7 +509,9 @@ def dead_problems(
 def test_poison_messages_are_dead_lettered(drill: Lab) -> None:
     report = Report("poison-messages")
     poison = {"unknown task": str(uuid.uuid4()), "undecodable body": str(uuid.uuid4())}
-    with drill.client() as http, Load(drill, [submits(), lives()]) as load:
+    # Admin: the dead-letter routes need it, and a message published past the
+    # API has no owner, so only admin sees its status.
+    with drill.client(admin=True) as http, Load(drill, [submits(), lives()]) as load:
         time.sleep(WARMUP)
         published = time.monotonic()
         drill.app_python("app1", PUBLISH_POISON, poison["unknown task"], poison["undecodable body"])
@@ -533,7 +535,8 @@ def test_task_that_keeps_killing_its_worker_is_dead_lettered(drill: Lab) -> None
     delivery limit it must end FAILURE, listed dead; a replay then runs it to SUCCESS."""
     report = Report("worker-killer")
     kills: list[str] = []
-    with drill.client() as http, Load(drill, [lives(), reads(2)]) as load:
+    # Admin: listing and replaying dead letters need it.
+    with drill.client(admin=True) as http, Load(drill, [lives(), reads(2)]) as load:
         time.sleep(WARMUP)
         task_id = submit(http, 3000, "drill killer")
         killed = ("", 0)  # worker and progress last seen of the attempt killed last
