@@ -66,6 +66,17 @@ class LabError(AssertionError):
     """A command against the lab failed."""
 
 
+def poll_until(ready: Callable[[], bool], timeout: float, interval: float) -> float | None:
+    """Call `ready` every `interval` seconds until it is true; returns that instant
+    (time.monotonic), or None once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return time.monotonic()
+        time.sleep(interval)
+    return None
+
+
 @dataclass
 class Lab:
     """The deployed lab: its load balancer's URL and its lxc containers."""
@@ -158,12 +169,14 @@ class Lab:
 
     def wait_back(self, part: Part, timeout: float = 120) -> float:
         """Wait until the part's unit is active and its port open; returns that instant."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.active(part.host, part.unit).get(part.unit) and self.port_open(part):
-                return time.monotonic()
-            time.sleep(0.1)
-        raise LabError(f"{part.unit} on {part.host} not back within {timeout:.0f} s")
+        back = poll_until(
+            lambda: bool(self.active(part.host, part.unit).get(part.unit)) and self.port_open(part),
+            timeout,
+            0.1,
+        )
+        if back is None:
+            raise LabError(f"{part.unit} on {part.host} not back within {timeout:.0f} s")
+        return back
 
     def kill_unit(self, host: str, unit: str) -> None:
         """SIGKILL every process of a unit (systemd restarts it: Restart=on-failure)."""
@@ -224,15 +237,19 @@ class Lab:
     def wait_units(self, host: str, units: Iterable[str], timeout: float = 180) -> float:
         """Wait until a host answers lxc-attach and every unit is active; returns that instant."""
         units = tuple(units)
-        deadline = time.monotonic() + timeout
         last: dict[str, bool] = {}
-        while time.monotonic() < deadline:
-            if self.container_running(host):
-                last = self.active(host, *units)
-                if len(last) == len(units) and all(last.values()):
-                    return time.monotonic()
-            time.sleep(0.2)
-        raise LabError(f"{host}: units not active within {timeout:.0f} s: {last}")
+
+        def all_active() -> bool:
+            nonlocal last
+            if not self.container_running(host):
+                return False
+            last = self.active(host, *units)
+            return len(last) == len(units) and all(last.values())
+
+        active = poll_until(all_active, timeout, 0.2)
+        if active is None:
+            raise LabError(f"{host}: units not active within {timeout:.0f} s: {last}")
+        return active
 
     def api_answers(self, host: str) -> bool:
         """Whether the host's API answers /health/live on its lab address (from the host)."""
@@ -248,13 +265,13 @@ class Lab:
     def wait_api(self, host: str, timeout: float = 180) -> float:
         """Wait until the host's app units are active and its API answers (its
         gunicorn workers booted, not only the arbiter); returns that instant."""
+        started = time.monotonic()
         self.wait_units(host, APP_UNITS, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api_answers(host):
-                return time.monotonic()
-            time.sleep(0.2)
-        raise LabError(f"{host}: the API does not answer within {timeout:.0f} s")
+        left = timeout - (time.monotonic() - started)
+        answering = poll_until(lambda: self.api_answers(host), left, 0.2)
+        if answering is None:
+            raise LabError(f"{host}: the API does not answer within {timeout:.0f} s")
+        return answering
 
     # --- the whole lab ---------------------------------------------------------------------
 
