@@ -6,10 +6,29 @@ Each value can be overridden with GUNICORN_CMD_ARGS or the command line.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from prometheus_client import multiprocess
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
+
+from app import events
+
+
+class DrainingServer(Server):
+    """uvicorn's server that, when stopping, first ends the open event streams.
+
+    uvicorn waits for every open response before it stops (up to gunicorn's
+    graceful_timeout), and a stream lasts as long as its task: ended at once,
+    its clients reconnect to another worker with their Last-Event-ID.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        events.drain_all()
+        await super().shutdown(sockets)
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no types
@@ -25,6 +44,15 @@ class Worker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no ty
         **UvicornWorker.CONFIG_KWARGS,
         "limit_concurrency": int(os.environ.get("APP_MAX_CONNECTIONS", "4096")),
     }
+
+    async def _serve(self) -> None:
+        # UvicornWorker._serve with our server class.
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 bind = os.environ.get("APP_BIND", "127.0.0.1:8000")

@@ -16,8 +16,9 @@ from pymongo.errors import PyMongoError
 
 from app import __version__, db, errors, metrics, quotas
 from app.access import Authenticator, KeyCache
-from app.api import async_tasks, auth, health, items
+from app.api import async_tasks, auth, health, items, task_events
 from app.api.clients import ApiClients
+from app.events import EventHub
 from app.group_commit import GroupCommit
 from app.health import SharedProbe, dependency_check
 from app.items import ItemRepository
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         authenticator.start()
         publisher = TaskPublisher.from_settings(settings)
         submits = GroupCommit.from_settings(settings, status_store, publisher)
+        events = EventHub(redis_client, settings.events_max_streams)
+        events.start()
         app.state.clients = ApiClients(
             settings=settings,
             mongo=mongo,
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 dependency_check(mongo, redis_client, publisher, settings.health_timeout_seconds),
                 settings.health_cache_seconds,
             ),
+            events=events,
         )
         indexes = asyncio.create_task(_ensure_indexes(database))
         try:
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             indexes.cancel()
             with suppress(asyncio.CancelledError):
                 await indexes
+            await events.close()
             await authenticator.close()
             await submits.close()
             await publisher.close()
@@ -111,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(items.router)
     app.include_router(async_tasks.router)
+    app.include_router(task_events.router)
     errors.install(app, settings.retry_after_seconds)
     auth.install(app)
     operators_only = [Depends(auth.OPS)]
@@ -140,5 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         InFlightLimit,
         limit=settings.max_in_flight,
         retry_after_seconds=settings.retry_after_seconds,
+        # An event stream stays open for its task's life: APP_EVENTS_MAX_STREAMS bounds them.
+        exempt_prefixes=(task_events.PATH_PREFIX,),
     )
     return app

@@ -22,9 +22,18 @@ SHED = Counter(
 class InFlightLimit:
     """Lets at most `limit` HTTP requests of this process run at once."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, retry_after_seconds: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        retry_after_seconds: int,
+        exempt_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.limit = limit
+        # Long-lived requests (event streams) that have a limit of their own.
+        self.exempt_prefixes = exempt_prefixes
         self.in_flight = 0
         self._body = json.dumps({"detail": "the server is busy; try again shortly"}).encode()
         self._headers = [
@@ -34,7 +43,7 @@ class InFlightLimit:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     status_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     status_final_ttl_seconds: int = Field(default=600, ge=10)
 
+    # Task event streams (GET /api/async/events/{id}): a `: ping` comment every
+    # this many seconds on an idle stream (below any proxy's read timeout), and
+    # at most this many streams open per process (more: 503).
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    events_max_streams: int = Field(default=2000, ge=1, le=100_000)
+
     # Seconds a client is told to wait (Retry-After) when a dependency is down.
     retry_after_seconds: int = Field(default=2, ge=1, le=3600)
 

@@ -25,16 +25,21 @@ from redis.exceptions import NoScriptError
 from app.schemas import TERMINAL_STATES, Progress, TaskState, TaskStatus
 
 KEY_PREFIX = "queuesvc:task:"
+# Each task's changes are published on EVENTS_PREFIX + its id (app.events).
+EVENTS_PREFIX = "queuesvc:events:"
 IDEMPOTENCY_PREFIX = "queuesvc:idempotency:"
 RATE_PREFIX = "queuesvc:quota:rate:"
 IN_FLIGHT_PREFIX = "queuesvc:quota:in-flight:"
 
 # KEYS[1]: the task's hash. ARGV[1]: TTL in seconds. ARGV[2]: "1" to create a
 # missing record. ARGV[3]: the prefix of the owners' in-flight totals.
-# ARGV[4..]: field/value pairs. Returns "OK" when written, the final state
-# that refused the write, or "MISSING". The write that makes the state final
-# takes the task's cost off its owner's in-flight total (the key is built
-# here, not passed: one Redis server, not a cluster).
+# ARGV[4]: the task's events channel. ARGV[5..]: field/value pairs. Returns "OK"
+# when written, the final state that refused the write, or "MISSING". The write
+# that makes the state final takes the task's cost off its owner's in-flight
+# total (the key is built here, not passed: one Redis server, not a cluster).
+# Every write counts up the record's `seq` and publishes the whole record on
+# the channel, in the same step: an event stream (app.events) sees each change
+# once, numbered, without reading Redis itself.
 _UPDATE_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
@@ -43,8 +48,10 @@ end
 if not status and ARGV[2] ~= '1' then
   return 'MISSING'
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[4], cjson.encode(redis.call('HGETALL', KEYS[1])))
 local now = redis.call('HGET', KEYS[1], 'status')
 if now == 'SUCCESS' or now == 'FAILURE' or now == 'REVOKED' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -114,6 +121,10 @@ return 'OK'
 
 def task_key(task_id: str) -> str:
     return KEY_PREFIX + task_id
+
+
+def events_channel(task_id: str) -> str:
+    return EVENTS_PREFIX + task_id
 
 
 def claim_key(owner: str, idempotency_key: str) -> str:
@@ -292,8 +303,12 @@ class AsyncStatusStore:
             await pipe.execute()
 
     async def get(self, task_id: str) -> TaskStatus | None:
-        raw = cast("dict[str, str]", await self._client.hgetall(task_key(task_id)))
+        raw = await self.get_raw(task_id)
         return decode(task_id, raw) if raw else None
+
+    async def get_raw(self, task_id: str) -> dict[str, str]:
+        """The record as stored (empty when there is none), `seq` included."""
+        return cast("dict[str, str]", await self._client.hgetall(task_key(task_id)))
 
     async def request_cancel(self, task_id: str) -> str:
         """Mark a task REVOKED; returns "OK", "MISSING" or the final state it already had."""
@@ -303,6 +318,7 @@ class AsyncStatusStore:
                 self._ttl,
                 "0",
                 IN_FLIGHT_PREFIX,
+                events_channel(task_id),
                 *_flatten({"status": TaskState.REVOKED.value, "error": "cancelled"}),
             ],
         )
@@ -333,7 +349,8 @@ class SyncStatusStore:
     def update(self, task_id: str, **fields: Any) -> str:
         """Write a live state or progress; returns "OK" or the final state that refused it."""
         outcome = self._update(
-            keys=[task_key(task_id)], args=[self._ttl, "1", IN_FLIGHT_PREFIX, *_flatten(fields)]
+            keys=[task_key(task_id)],
+            args=[self._ttl, "1", IN_FLIGHT_PREFIX, events_channel(task_id), *_flatten(fields)],
         )
         return str(outcome)
 
@@ -341,7 +358,13 @@ class SyncStatusStore:
         """Claim `state` as the task's outcome: "OK", or the outcome claimed before."""
         outcome = self._update(
             keys=[task_key(task_id)],
-            args=[self._ttl, "1", IN_FLIGHT_PREFIX, *_flatten({"status": state.value, **fields})],
+            args=[
+                self._ttl,
+                "1",
+                IN_FLIGHT_PREFIX,
+                events_channel(task_id),
+                *_flatten({"status": state.value, **fields}),
+            ],
         )
         return str(outcome)
 

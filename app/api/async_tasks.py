@@ -71,18 +71,18 @@ CSV_PART: dict[str, Any] = {
 }
 
 
-def _checked_id(task_id: str) -> str:
+def checked_id(task_id: str) -> str:
     try:
         return str(uuid.UUID(task_id))
     except ValueError:
-        raise _not_found(task_id) from None
+        raise not_found(task_id) from None
 
 
-def _not_found(task_id: str) -> HTTPException:
+def not_found(task_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id!r} not found")
 
 
-async def _final_document(
+async def final_document(
     clients: ApiClients, task_id: str, caller: Caller
 ) -> dict[str, Any] | None:
     """The task's stored outcome, if `caller` may see it (another owner's is not there)."""
@@ -94,6 +94,20 @@ async def _record(clients: ApiClients, task_id: str, caller: Caller) -> TaskStat
     """The task's live status record, if `caller` may see it."""
     record = await clients.status.get(task_id)
     return record if record is not None and caller.sees(record.owner) else None
+
+
+def status_of_document(task_id: str, doc: dict[str, Any]) -> TaskStatus:
+    """A finished task's status from its MongoDB document (its Redis record expired)."""
+    return TaskStatus(
+        task_id=task_id,
+        name=doc.get("name"),
+        status=TaskState(doc["status"]),
+        progress=Progress(current=0, total=0, progress=100),
+        retries=doc.get("retries", 0),
+        worker=doc.get("worker") or None,
+        result=doc.get("result"),
+        error=doc.get("error"),
+    )
 
 
 def _submitted(accepted: Accepted, response: Response) -> TaskSubmitted:
@@ -194,7 +208,7 @@ async def submit_import(
 async def task_status(task_id: str, request: Request, caller: TaskReader) -> TaskStatus:
     """Live status from Redis; for a finished task whose record expired, from MongoDB."""
     clients = api_clients(request)
-    task_id = _checked_id(task_id)
+    task_id = checked_id(task_id)
     redis_error: RedisError | None = None
     try:
         record = await _record(clients, task_id, caller)
@@ -202,21 +216,12 @@ async def task_status(task_id: str, request: Request, caller: TaskReader) -> Tas
         record, redis_error = None, exc
     if record is not None:
         return record
-    doc = await _final_document(clients, task_id, caller)
+    doc = await final_document(clients, task_id, caller)
     if doc is not None:
-        return TaskStatus(
-            task_id=task_id,
-            name=doc.get("name"),
-            status=TaskState(doc["status"]),
-            progress=Progress(current=0, total=0, progress=100),
-            retries=doc.get("retries", 0),
-            worker=doc.get("worker") or None,
-            result=doc.get("result"),
-            error=doc.get("error"),
-        )
+        return status_of_document(task_id, doc)
     if redis_error is not None:
         raise redis_error
-    raise _not_found(task_id)
+    raise not_found(task_id)
 
 
 @router.get("/result/{task_id}", responses=documented(404, 409))
@@ -227,10 +232,10 @@ async def task_result(task_id: str, request: Request, caller: TaskReader) -> Tas
     while MongoDB is away, the outcome comes from the Redis record.
     """
     clients = api_clients(request)
-    task_id = _checked_id(task_id)
+    task_id = checked_id(task_id)
     mongo_error: ConnectionFailure | None = None
     try:
-        doc = await _final_document(clients, task_id, caller)
+        doc = await final_document(clients, task_id, caller)
     except ConnectionFailure as exc:
         doc, mongo_error = None, exc
     if doc is not None:
@@ -247,7 +252,7 @@ async def task_result(task_id: str, request: Request, caller: TaskReader) -> Tas
     if record is None:
         if mongo_error is not None:
             raise mongo_error
-        raise _not_found(task_id)
+        raise not_found(task_id)
     if record.status in TERMINAL_STATES:
         return TaskResult(
             task_id=task_id,
@@ -267,15 +272,15 @@ async def task_result(task_id: str, request: Request, caller: TaskReader) -> Tas
 async def cancel_task(task_id: str, request: Request, caller: Submitter) -> TaskStatus:
     """Cancel a pending or running task: its status becomes REVOKED."""
     clients = api_clients(request)
-    task_id = _checked_id(task_id)
+    task_id = checked_id(task_id)
     current = await clients.status.get(task_id)
     if current is not None and not caller.sees(current.owner):
-        raise _not_found(task_id)
+        raise not_found(task_id)
     outcome = "MISSING" if current is None else await clients.status.request_cancel(task_id)
     if outcome == "MISSING":
-        doc = await _final_document(clients, task_id, caller)
+        doc = await final_document(clients, task_id, caller)
         if doc is None:
-            raise _not_found(task_id)
+            raise not_found(task_id)
         outcome = doc["status"]
     if outcome != "OK" and TaskState(outcome) in TERMINAL_STATES:
         raise HTTPException(
@@ -284,7 +289,7 @@ async def cancel_task(task_id: str, request: Request, caller: Submitter) -> Task
     await clients.publisher.broadcast_revoke(task_id)
     record = await clients.status.get(task_id)
     if record is None:
-        raise _not_found(task_id)
+        raise not_found(task_id)
     return record
 
 
@@ -322,11 +327,11 @@ async def replay_dead_letter(task_id: str, request: Request, caller: Admin) -> T
     """Submit a dead-lettered task again, under a new task id (once), as the
     admin key's owner (a dead letter does not say who submitted it)."""
     clients = api_clients(request)
-    task_id = _checked_id(task_id)
+    task_id = checked_id(task_id)
     collection = clients.database[DEAD_LETTERS]
     doc = await collection.find_one({"_id": task_id})
     if doc is None:
-        raise _not_found(task_id)
+        raise not_found(task_id)
     if doc.get("replayed_as"):
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"task {task_id} was replayed as {doc['replayed_as']}"

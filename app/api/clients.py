@@ -10,6 +10,7 @@ from fastapi import Request
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from app.events import EventHub
 from app.group_commit import GroupCommit
 from app.health import SharedProbe
 from app.items import ItemRepository
@@ -31,6 +32,7 @@ class ApiClients:
     submits: GroupCommit
     items: ItemRepository
     health: SharedProbe
+    events: EventHub
 
 
 def api_clients(request: Request) -> ApiClients:

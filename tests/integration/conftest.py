@@ -104,6 +104,8 @@ def app_env(dev_env: dict[str, str], mongo: MongoEmulator | None) -> dict[str, s
             "APP_QUOTA_SUBMIT_RATE": "100000",
             "APP_QUOTA_SUBMIT_BURST": "1000000",
             "APP_QUOTA_IN_FLIGHT_COST": "100000000",
+            # test_events waits for a heartbeat on an idle stream.
+            "APP_EVENTS_HEARTBEAT_SECONDS": "1",
         }
     )
     return env
