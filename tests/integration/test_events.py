@@ -19,7 +19,6 @@ from app.schemas import TaskState
 from app.status import SyncStatusStore, task_key
 from tests.integration.helpers import submit_process, wait_status
 from tests.integration.services import (
-    Process,
     bearer,
     free_port,
     gunicorn_api,
