@@ -44,7 +44,25 @@ EVENTS_RESPONSE: Responses = {
         "description": "Server-Sent Events: `event: status` with a TaskStatus as `data` and "
         "the record's sequence number as `id`, at once and on every change; `event: final` "
         "with the final TaskStatus, then the stream ends. `: ping` comments in between.",
-        "content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
+        # OpenAPI 3.1 has no itemSchema (3.2): `schema` describes one event, the
+        # HTML specification's fields, as Schemathesis reads it.
+        "content": {
+            sse.MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["status", "final"]},
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/TaskStatus"},
+                        },
+                    },
+                }
+            }
+        },
     }
 }
 LastEventId = Annotated[
