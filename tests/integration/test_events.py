@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from app import sse
@@ -221,10 +220,8 @@ def test_a_stopping_worker_ends_its_streams_cleanly(
         own.stop()
 
 
-@pytest.mark.parametrize("header", ["not-a-number", "-1"])
-def test_a_malformed_last_event_id_is_422(
-    client: httpx.Client, redis_client: redis.Redis, header: str
-) -> None:
+def test_a_malformed_last_event_id_is_422(client: httpx.Client, redis_client: redis.Redis) -> None:
     task_id = idle_record(redis_client)
-    response = client.get(f"/api/async/events/{task_id}", headers={"Last-Event-ID": header})
+    headers = {"Last-Event-ID": "not-a-number"}
+    response = client.get(f"/api/async/events/{task_id}", headers=headers)
     assert response.status_code == 422, response.text
