@@ -147,7 +147,8 @@ class Output:
 
 def follow(api: Api, output: Output, task_id: str) -> Exit:
     """Follow a task to its end (a live bar on a terminal); print and rate its outcome."""
-    if output.as_json:
+    if output.as_json or not output.err.is_terminal:
+        # No terminal to draw on (a pipe, a log): the outcome only.
         final = api.follow(task_id, lambda _status: None)
     else:
         columns = (
