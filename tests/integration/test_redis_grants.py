@@ -22,6 +22,7 @@ import redis
 import yaml
 
 from app.access import KeyCache
+from app.events import EventHub
 from app.keys import REVOKED_CHANNEL
 from app.redis_client import async_client, sync_client
 from app.schemas import TaskState
@@ -119,3 +120,26 @@ async def test_key_revocations_are_published_and_heard_on_the_roles_grants(
         await asyncio.gather(listening, return_exceptions=True)
         await publisher.aclose()
         await listener_client.aclose()
+
+
+async def test_task_events_are_published_and_heard_on_the_roles_grants(
+    app_user_settings: Settings,
+) -> None:
+    """The status script's HINCRBY and PUBLISH, and the event hub's SUBSCRIBE."""
+    hub = EventHub(async_client(app_user_settings), max_streams=10)
+    hub.start()
+    worker = SyncStatusStore(sync_client(app_user_settings), 3600, 600)
+    task_id = str(uuid.uuid4())
+    try:
+        assert worker.update(task_id, status=TaskState.STARTED.value, current=0, total=2) == "OK"
+        async with hub.subscription(task_id) as subscriber:
+            await asyncio.wait_for(subscriber.confirmed.wait(), 5)
+            await asyncio.to_thread(worker.settle, task_id, TaskState.SUCCESS, current=2)
+            heard = None
+            for _ in range(5):
+                await subscriber.wait(1)
+                heard = heard or subscriber.take()
+            assert heard is not None, "no event heard"
+            assert (heard.seq, heard.status.status) == (2, TaskState.SUCCESS)
+    finally:
+        await hub.close()
