@@ -126,6 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = task_events.only_the_stream_documented(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
     @app.get("/openapi.json", include_in_schema=False, dependencies=operators_only)
     async def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
@@ -74,6 +74,15 @@ LastEventId = Annotated[
         "is sent only if it is newer than that (the final event always is).",
     ),
 ]
+
+
+def only_the_stream_documented(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop the `application/json` that FastAPI adds to the route's 200 (it answers a
+    stream, never JSON; a response_class would also document its errors as a stream)."""
+    operation = schema.get("paths", {}).get(PATH_PREFIX + "{task_id}", {}).get("get", {})
+    content = operation.get("responses", {}).get("200", {}).get("content", {})
+    content.pop("application/json", None)
+    return schema
 
 
 class EventStreamResponse(StreamingResponse):
