@@ -121,6 +121,7 @@ class EventHub:
         self._confirmed: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
         self.listening = False
+        self.draining = False
         _HUBS.add(self)
 
     @property
@@ -138,7 +139,9 @@ class EventHub:
                 await self._listener
 
     def drain(self) -> None:
-        """End every open stream now (the process is stopping): clients resume elsewhere."""
+        """End every open stream now, and any opened after (the process is stopping):
+        clients resume elsewhere."""
+        self.draining = True
         for subscribers in self._subscribers.values():
             for subscriber in subscribers:
                 subscriber.end()
@@ -149,6 +152,8 @@ class EventHub:
         if self._streams >= self._max_streams:
             raise TooManyStreams(f"{self._streams} event streams open in this process")
         subscriber = Subscriber(task_id)
+        if self.draining:
+            subscriber.end()
         followers = self._subscribers.setdefault(task_id, set())
         first = not followers
         followers.add(subscriber)

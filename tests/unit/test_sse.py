@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis.asyncio as aioredis
 
 from app import sse
-from app.events import Snapshot, Subscriber, record_of_message
+from app.events import EventHub, Snapshot, Subscriber, TooManyStreams, record_of_message
 
 
 def test_an_event_has_its_id_name_and_one_data_line() -> None:
@@ -63,3 +64,23 @@ def test_a_subscriber_keeps_only_the_newest_snapshot() -> None:
     assert latest is not None
     assert latest.seq == 4
     assert subscriber.take() is None
+
+
+async def test_a_hub_counts_its_streams_and_refuses_past_its_limit() -> None:
+    hub = EventHub(aioredis.Redis(), max_streams=1)  # not started: sends nothing to Redis
+    async with hub.subscription("t") as subscriber:
+        assert hub.streams == 1
+        assert not subscriber.ended
+        with pytest.raises(TooManyStreams):
+            async with hub.subscription("u"):
+                pass
+    assert hub.streams == 0
+
+
+async def test_a_draining_hub_ends_open_streams_and_new_ones() -> None:
+    hub = EventHub(aioredis.Redis(), max_streams=10)
+    async with hub.subscription("t") as open_before:
+        hub.drain()
+        assert open_before.ended
+        async with hub.subscription("t") as opened_after:
+            assert opened_after.ended
