@@ -17,9 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from app.schemas import TaskState
+from app.status import SyncStatusStore, events_channel, task_key
 from tests.integration.helpers import submit_process
-from tests.integration.services import free_port, wait_until
+from tests.integration.services import Process, free_port, gunicorn_api, wait_http_ok, wait_until
 
 CLI = [sys.executable, "-m", "app.cli"]
 
@@ -193,3 +196,59 @@ def test_the_progress_bar_advances_on_a_terminal(
     assert 100 in percents, screen[-3000:]
     assert len(percents) >= 2, percents
     assert "SUCCESS" in screen
+
+
+def test_watch_outlives_a_restart_of_the_api(
+    app_env: dict[str, str],
+    workdir: Path,
+    cli_env: dict[str, str],
+    redis_client: redis.Redis,
+) -> None:
+    """The stream ends when its API stops; `watch` polls the status route until an API
+    answers again, resumes the stream from its last event id, and ends with the result."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def start_api(name: str) -> Process:
+        process = gunicorn_api(app_env, workdir / f"api-{name}.log", port)
+        process.start()
+        wait_http_ok(base + "/health/live")
+        return process
+
+    task_id = str(uuid.uuid4())
+    worker = SyncStatusStore(redis_client, 600, 600)
+    worker.update(task_id, name="test.restart", status="STARTED", current=0, total=4)
+    redis_client.hset(task_key(task_id), "owner", "tester")  # the `user` key's owner
+    first = start_api("first")
+    watch = subprocess.Popen(
+        [*CLI, "--url", base, "watch", task_id, "--json"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second: Process | None = None
+    try:
+        wait_until(lambda: streams_open(redis_client, task_id), 30, message="watch streaming")
+        first.stop()  # ends the stream: the CLI polls, and is refused for a while
+        worker.update(task_id, status="PROGRESS", current=2, total=4)
+        second = start_api("second")
+        wait_until(lambda: streams_open(redis_client, task_id), 30, message="stream resumed")
+        worker.settle(task_id, TaskState.SUCCESS, result={"restarted": True}, current=4)
+        out, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert watch.returncode == 0, err
+    final = json.loads(out)
+    assert (final["status"], final["result"]) == ("SUCCESS", {"restarted": True})
+
+
+def streams_open(redis_client: redis.Redis, task_id: str) -> bool:
+    """Whether an API process follows the task (its channel has a subscriber)."""
+    counts = dict(redis_client.pubsub_numsub(events_channel(task_id)))
+    return bool(counts.get(events_channel(task_id)))
