@@ -51,7 +51,8 @@ def _request(
 def smoke(base: str, key: str, admin_key: str = "", insecure: bool = False) -> None:
     """The tutorial's requests, with an API key: health (with `admin_key`, as
     /health asks of a caller outside the operators' networks; none from
-    them), create an item, a task run to SUCCESS."""
+    them), create an item, a task run to SUCCESS; then a task submitted and
+    followed to its end by the `queuesvc` client (a live bar on a terminal)."""
     flag = " -k" if insecure else ""
     auth = ' -H "Authorization: Bearer $KEY"'
     admin_auth = ' -H "Authorization: Bearer $ADMIN_KEY"' if admin_key else ""
@@ -80,6 +81,18 @@ def smoke(base: str, key: str, admin_key: str = "", insecure: bool = False) -> N
     # Without a key: refused.
     refused = _request(base, "GET", "/api/items", "", insecure=insecure)
     print(f"\n== curl{flag} {base}/api/items (no key)\n{json.dumps(refused)}")
+    # The same through the command-line client, following the task's event stream.
+    cli = ["queuesvc", "--url", base, *(["--insecure"] if insecure else [])]
+    cli += ["submit", "--data", "heavy task", "--iterations", "3000", "--wait"]
+    print(f"\n== QUEUESVC_API_KEY=$KEY {' '.join(cli)}", flush=True)
+    waited = subprocess.run(
+        [str(config.VENV / "bin" / cli[0]), *cli[1:]],
+        env={**os.environ, "QUEUESVC_API_KEY": key},
+        check=False,
+        timeout=300,
+    )
+    if waited.returncode != 0:
+        die(f"smoke check failed: queuesvc submit --wait exited {waited.returncode}")
 
 
 def lab() -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import _verify, bearer, record
+from tests.e2e.streams import followed_streams
 from tests.expected import HEALTHY
 
 APP_SERVERS = {"app1", "app2", "app3"}
@@ -250,19 +251,39 @@ def playbook_under_load(
 def test_rolling_deploy_under_load_has_no_failed_request(
     lab: dict[str, str], client: httpx.Client, ansible: Any
 ) -> None:
+    """Not one request fails, and the task event streams open on an app server
+    when it stops end there and resume on another from their last event id."""
     label = f"e2e{int(time.time())}"
-    before, after, _ = playbook_under_load(
-        lab,
-        client,
-        ansible,
-        "rolling deploy of 3 app servers",
-        "ansible/deploy.yml",
-        "-e",
-        f"app_release_label={label}",
-    )
+    with followed_streams(lab) as streams:
+        before, after, _ = playbook_under_load(
+            lab,
+            client,
+            ansible,
+            "rolling deploy of 3 app servers",
+            "ansible/deploy.yml",
+            "-e",
+            f"app_release_label={label}",
+        )
     assert all(path.endswith(f"-{label}") for path in after.values()), after
     assert all(after[host] != before[host] for host in APP_SERVERS), (before, after)
     assert releases(ansible, "previous") == before
+
+    resumed = [seen for seen in streams.followed if seen.resumes]
+    moved = Counter(seen.upstreams[i] for seen in resumed for i in range(len(seen.upstreams) - 1))
+    record(
+        f"event streams during the deploy: {len(streams.followed)} tasks followed through "
+        f"lb1, {sum(seen.resumes for seen in resumed)} streams ended by a draining app "
+        f"server and resumed with Last-Event-ID (ended on: {dict(moved)}); "
+        f"problems: {dict(streams.problems)}"
+    )
+    assert not streams.problems, streams.problems
+    assert resumed, "no stream was open on an app server when the deploy stopped it"
+    for seen in resumed:
+        # Each stream resumed on another app server (lb1 had drained its own).
+        pairs = zip(seen.upstreams, seen.upstreams[1:], strict=False)
+        assert all(ended != next_one for ended, next_one in pairs), seen
+    finals = Counter(str((seen.final or {}).get("status")) for seen in streams.followed)
+    assert set(finals) == {"SUCCESS"}, finals
 
 
 def test_rollback_under_load_returns_to_the_previous_release(
