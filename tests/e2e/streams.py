@@ -62,6 +62,15 @@ class Tally:
         with self._lock:
             self.problems[what] += 1
 
+    def unsent(self, what: str, exc: httpx.TransportError) -> None:
+        """A request that got no answer: the keep-alive race (the caller sends it
+        again at once), else a failure of `what`, after which it waits a moment."""
+        if unanswered(exc):
+            self.problem(CLOSED_BEFORE_ANSWER)
+            return
+        self.problem(f"{what}: {type(exc).__name__}: {exc}")
+        time.sleep(RETRY_PAUSE_SECONDS)
+
 
 def follow(http: httpx.Client, task_id: str, tally: Tally, deadline: float) -> Followed:
     """Read `task_id`'s stream to its final event, resuming from the last id."""
@@ -93,11 +102,7 @@ def follow(http: httpx.Client, task_id: str, tally: Tally, deadline: float) -> F
             if seen.final is None:
                 seen.resumes += 1
         except httpx.TransportError as exc:
-            if unanswered(exc):
-                tally.problem(CLOSED_BEFORE_ANSWER)
-                continue
-            tally.problem(f"stream cut: {type(exc).__name__}: {exc}")
-            time.sleep(RETRY_PAUSE_SECONDS)
+            tally.unsent("stream cut", exc)
     if seen.final is None:
         tally.problem("no final event in time")
     return seen
@@ -122,11 +127,7 @@ def followed_streams(lab: dict[str, str], clients: int = 6) -> Iterator[Tally]:
                 try:
                     submitted = http.post("/api/async/process", json=body)
                 except httpx.TransportError as exc:
-                    if unanswered(exc):
-                        tally.problem(CLOSED_BEFORE_ANSWER)
-                        continue
-                    tally.problem(f"submit: {type(exc).__name__}: {exc}")
-                    time.sleep(RETRY_PAUSE_SECONDS)
+                    tally.unsent("submit", exc)
                     continue
                 if submitted.status_code != 202:
                     tally.problem(f"submit answered {submitted.status_code}")
