@@ -23,6 +23,7 @@ def lab_pytest(*paths: str, extra_env: dict[str, str] | None = None) -> None:
         "QUEUESVC_E2E_VERIFY": "no",  # lb1's certificate is self-signed in the lab
         "QUEUESVC_E2E_INVENTORY": str(config.ROOT / "inventories/vagrant"),
         "QUEUESVC_ANSIBLE_BIN": str(config.TOOLS_VENV / "bin"),
+        "QUEUESVC_LAB_LOGS": str(config.LOGS),
         # Read now: the keys exist once the lab is provisioned.
         "QUEUESVC_E2E_KEY": lab_key_if_any("demo"),
         "QUEUESVC_E2E_ADMIN_KEY": lab_key_if_any("admin"),

@@ -7,12 +7,14 @@ Settings from the environment:
   QUEUESVC_ANSIBLE_BIN    directory with ansible and ansible-playbook
   QUEUESVC_E2E_KEY        an API key of one tenant, every scope but admin (the lab's "demo")
   QUEUESVC_E2E_ADMIN_KEY  an admin API key (the lab's "admin")
+  QUEUESVC_LAB_LOGS       where to keep each playbook's output (optional)
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,13 +77,31 @@ def admin_client(lab: dict[str, str]) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def ansible(lab: dict[str, str]) -> Any:
-    """Run ansible or ansible-playbook against the lab inventory from the project root."""
+    """Run ansible or ansible-playbook against the lab inventory from the project
+    root. A playbook's output, ending with its tasks' times, goes to
+    $QUEUESVC_LAB_LOGS/e2e-<playbook>-<time>.log when that is set; a failure
+    or a run past `timeout` shows its end."""
 
     def run(tool: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         command = [str(Path(lab["bin"]) / tool), "-i", lab["inventory"], *args]
-        result = subprocess.run(
-            command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
+        try:
+            result = subprocess.run(
+                command,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = _text(exc.stdout)
+            _keep_log(args, output)
+            raise AssertionError(
+                f"{' '.join(command)} ran past {timeout:.0f} s; its output ends:\n{output[-4000:]}"
+            ) from None
+        _keep_log(args, result.stdout)
         if result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
@@ -89,6 +109,20 @@ def ansible(lab: dict[str, str]) -> Any:
         return result
 
     return run
+
+
+def _text(output: str | bytes | None) -> str:
+    # TimeoutExpired carries bytes even from a run with text=True.
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def _keep_log(args: tuple[str, ...], output: str) -> None:
+    logs = os.environ.get("QUEUESVC_LAB_LOGS")
+    playbook = next((Path(arg).stem for arg in args if arg.endswith(".yml")), None)
+    if logs and playbook:
+        path = Path(logs) / f"e2e-{playbook}-{time.strftime('%H%M%S')}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(output)
 
 
 def record(line: str) -> None:

@@ -109,10 +109,12 @@ def follow(http: httpx.Client, task_id: str, tally: Tally, deadline: float) -> F
 
 
 @contextmanager
-def followed_streams(lab: dict[str, str], clients: int = 6) -> Iterator[Tally]:
+def followed_streams(
+    lab: dict[str, str], clients: int = 6, seconds: float = 600
+) -> Iterator[Tally]:
     """`clients` threads, each submitting a task and following its stream
-    through lb1 to the end, one after another, until the block ends (at most
-    10 minutes). Yields what they saw."""
+    through lb1 to the end, one after another, until the block ends (new
+    tasks for at most `seconds`). Yields what they saw."""
     stop = threading.Event()
     tally = Tally()
 
@@ -121,7 +123,7 @@ def followed_streams(lab: dict[str, str], clients: int = 6) -> Iterator[Tally]:
         with httpx.Client(
             base_url=lab["url"], verify=_verify(lab), timeout=timeout, headers=bearer(lab["key"])
         ) as http:
-            end = time.monotonic() + 600
+            end = time.monotonic() + seconds
             while not stop.is_set() and time.monotonic() < end:
                 body = {"data": "followed", "iterations": STREAM_TASK_ITERATIONS}
                 try:
